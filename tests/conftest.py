@@ -1,0 +1,27 @@
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """Tests never read or write the user's cache: each session gets its own."""
+    previous = os.environ.get("VNCA_CACHE_DIR")
+    os.environ["VNCA_CACHE_DIR"] = str(tmp_path_factory.mktemp("vnca-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("VNCA_CACHE_DIR", None)
+    else:
+        os.environ["VNCA_CACHE_DIR"] = previous
+
+
+@pytest.fixture(scope="session")
+def data_dir():
+    """The folder the data is read from ($VNCA_DATA_DIR, made absolute), or None to download."""
+    value = os.environ.get("VNCA_DATA_DIR")
+    if value:
+        os.environ["VNCA_DATA_DIR"] = str(Path(value).resolve())
+    return os.environ.get("VNCA_DATA_DIR")
