@@ -1,0 +1,206 @@
+"""The book: it builds with every chapter executed and no warning, and the site works in a browser.
+
+The build runs once per test session into a temporary folder; the browser is Debian's Chromium
+driven by playwright, against the site served on 127.0.0.1, with every request elsewhere refused.
+"""
+
+import functools
+import http.server
+import re
+import subprocess
+import sys
+import threading
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = Path("/usr/bin/chromium")
+
+pytestmark = pytest.mark.slow
+
+
+def _chapter_pages() -> list[str]:
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    pages = [toc["root"]]
+
+    def walk(entries):
+        for entry in entries or []:
+            if "file" in entry:
+                pages.append(entry["file"])
+            walk(entry.get("sections"))
+
+    walk(toc.get("chapters"))
+    for part in toc.get("parts", []):
+        walk(part.get("chapters"))
+    return pages
+
+
+PAGES = _chapter_pages()
+
+
+@pytest.fixture(scope="session")
+def site(tmp_path_factory, data_dir) -> Path:
+    """Build the book (every chapter executed) and return the HTML folder."""
+    out = tmp_path_factory.mktemp("book")
+    command = [str(Path(sys.executable).parent / "jupyter-book"), "build", "--warningiserror",
+               "--keep-going", "--path-output", str(out), str(ROOT)]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    log = result.stdout + result.stderr
+    (out / "build.log").write_text(log)
+    if result.returncode != 0:
+        pytest.fail(f"jupyter-book build failed (exit {result.returncode}):\n{log[-6000:]}")
+    return out / "_build" / "html"
+
+
+def test_build_has_no_warnings(site):
+    log = (site.parent.parent / "build.log").read_text()
+    warnings = [line for line in log.splitlines()
+                if "WARNING" in line and "[IPKernelApp]" not in line]  # the kernel's own chatter
+    assert warnings == []
+    assert "build succeeded" in log
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_chapter_is_a_page_with_executed_outputs(site, page):
+    html = (site / f"{page}.html").read_text()
+    assert "cell_output" in html, f"{page}: no executed output"
+    assert "Traceback (most recent call last)" not in html
+
+
+def test_data_chapter_shows_its_figures_and_results(site):
+    html = (site / "book" / "data.html").read_text()
+    images = re.findall(r'<img[^>]+src="([^"]+\.png)"', html)
+    assert len(images) >= 5  # digits, statistics, margins, pairs, closest call
+    for name in ("fraction of pixels on", "digit_margin (nats)", "distinct MNIST test images matched",
+                 "DataError: "):
+        assert name in html, f"data chapter output lacks {name!r}"
+
+
+def test_notebooks_are_published_without_outputs(site):
+    for page in PAGES:
+        path = site / "notebooks" / f"{Path(page).name}.ipynb"
+        nb = nbformat.read(path, as_version=4)
+        nbformat.validate(nb)
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert code, f"{path.name} has no code"
+        assert all(c.outputs == [] and c.execution_count is None for c in code)
+
+
+def test_mathjax_is_served_with_the_site(site):
+    assert (site / "mathjax" / "tex-chtml.js").is_file()
+    assert not (site / "_static" / "mathjax").exists()
+    html = (site / "book" / "intro.html").read_text()
+    assert "cdn.jsdelivr" not in html and "mathjax/tex-chtml.js" in html
+
+
+# ---------------------------------------------------------------- in a real browser
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="session")
+def server(site):
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(site)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_port}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: run `bash tools/install-chromium.sh` (the setup does)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+        )
+        yield browser
+        browser.close()
+
+
+def _visit(browser, url):
+    """Open `url`; return the page and what went wrong on the way."""
+    page = browser.new_page()
+    problems = {"outside": [], "console": [], "failed": []}
+
+    def route(r):
+        host = urllib.parse.urlsplit(r.request.url).hostname
+        if r.request.url.startswith(("data:", "blob:")) or host == "127.0.0.1":
+            r.continue_()
+        else:
+            problems["outside"].append(r.request.url)
+            r.abort()
+
+    page.route("**/*", route)
+    page.on("console", lambda m: m.type == "error" and problems["console"].append(m.text))
+    page.on("pageerror", lambda e: problems["console"].append(str(e)))
+    page.on("response", lambda r: r.status >= 400 and problems["failed"].append(f"{r.status} {r.url}"))
+    page.on("requestfailed", lambda r: r.url not in problems["outside"]
+            and problems["failed"].append(f"{r.failure} {r.url}"))
+    page.goto(url, wait_until="networkidle")
+    return page, problems
+
+
+@pytest.mark.parametrize("page_name", PAGES)
+def test_page_in_a_browser(browser, server, page_name):
+    page, problems = _visit(browser, f"{server}/{page_name}.html")
+    # MathJax typesets every formula the page has.
+    page.wait_for_function("() => window.MathJax && MathJax.startup && MathJax.startup.promise")
+    page.evaluate("() => MathJax.startup.promise")
+    math = page.evaluate("""() => [...document.querySelectorAll('span.math, div.math')]
+        .map(el => el.querySelector('mjx-container') !== null)""")
+    assert math, f"{page_name}: no math on the page"
+    assert all(math), f"{page_name}: {math.count(False)} of {len(math)} formulas not typeset"
+    # Every image has loaded and has a size.
+    images = page.evaluate("""() => [...document.images].map(i => [i.src, i.complete && i.naturalWidth > 0])""")
+    broken = [src for src, ok in images if not ok]
+    assert not broken, f"{page_name}: images that did not load: {broken}"
+    # No JavaScript error, no failed request, nothing asked of the outside world.
+    assert problems["console"] == [], f"{page_name}: JavaScript errors: {problems['console']}"
+    assert problems["failed"] == [], f"{page_name}: failed requests: {problems['failed']}"
+    assert problems["outside"] == [], f"{page_name}: requests leaving localhost: {problems['outside']}"
+    # Every internal link resolves, anchors included.
+    links = page.evaluate("() => [...document.querySelectorAll('a[href]')].map(a => a.href)")
+    internal = {link for link in links if link.startswith(server)}
+    assert internal, f"{page_name}: no internal links (no navigation?)"
+    for link in sorted(internal):
+        target, _, anchor = link.partition("#")
+        with urllib.request.urlopen(target) as response:
+            assert response.status == 200, link
+            body = response.read().decode("utf-8", "replace")
+        if anchor and target.endswith(".html"):
+            anchor = urllib.parse.unquote(anchor)
+            assert f'id="{anchor}"' in body, f"{page_name}: link {link} points at a missing anchor"
+    page.close()
+
+
+def test_index_redirects_to_the_introduction(browser, server):
+    page, problems = _visit(browser, f"{server}/index.html")
+    page.wait_for_url(re.compile(r"book/intro\.html"))
+    assert "Variational Neural Cellular Automata" in page.title()
+    assert problems["outside"] == [] and problems["console"] == []
+    page.close()
+
+
+def test_chapter_figures_are_visible(browser, server, tmp_path_factory):
+    page, _ = _visit(browser, f"{server}/book/data.html")
+    sizes = page.evaluate("""() => [...document.querySelectorAll('.cell_output img')]
+        .map(i => [i.getBoundingClientRect().width, i.getBoundingClientRect().height])""")
+    assert len(sizes) >= 5 and all(w > 100 and h > 30 for w, h in sizes), sizes
+    shot = tmp_path_factory.mktemp("screens") / "data.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 50_000
+    page.close()
