@@ -70,6 +70,8 @@ def test_every_chapter_is_a_page_with_executed_outputs(site, page):
     html = (site / f"{page}.html").read_text()
     assert "cell_output" in html, f"{page}: no executed output"
     assert "Traceback (most recent call last)" not in html
+    if page != "book/intro":
+        assert re.search(r'<img[^>]+src="[^"]+\.png"', html), f"{page}: no figure"
 
 
 def test_data_chapter_shows_its_figures_and_results(site):

@@ -108,9 +108,10 @@ def step(rule: UpdateRule, state: Float[Array, "h w c"], key: PRNGKeyArray | Non
 
 def run(rule: UpdateRule, state: Float[Array, "h w c"], steps, *, key: PRNGKeyArray | None = None,
         update_probability: float = 1.0, max_steps: int | None = None, remat: bool = False,
-        trajectory: bool = False):
+        unroll: bool | None = None, trajectory: bool = False):
     """Apply `steps` NCA steps in a `lax.scan`. `steps` is a Python int, or a traced integer with
-    `max_steps` as its upper bound. With `trajectory=True`, also return the state after every step."""
+    `max_steps` as its upper bound. `unroll` (default: only on a CPU) unrolls the scan. With
+    `trajectory=True`, also return the state after every step."""
     static = isinstance(steps, (int, np.integer))  # a Python int: scan exactly that many steps
     if not static and max_steps is None:
         raise ValueError("a traced number of steps needs max_steps, its largest value")
@@ -125,13 +126,18 @@ def run(rule: UpdateRule, state: Float[Array, "h w c"], steps, *, key: PRNGKeyAr
     if remat:
         one_step = jax.checkpoint(one_step)
 
+    if unroll is None:
+        unroll = jax.default_backend() == "cpu"
+
     def body(state, inputs):
         t, k = inputs
         if static:
             state = one_step(state, k)
+        elif unroll:  # no loop to skip iterations in: compute them and keep the old state
+            state = jnp.where(t < steps, one_step(state, k), state)
         else:  # skip the iterations past the traced count
             state = jax.lax.cond(t < steps, lambda s: one_step(s, k), lambda s: s, state)
         return state, (state if trajectory else None)
 
-    final, states = jax.lax.scan(body, state, (jnp.arange(length), keys))
+    final, states = jax.lax.scan(body, state, (jnp.arange(length), keys), unroll=max(length, 1) if unroll else 1)
     return (final, states) if trajectory else final
