@@ -1,0 +1,207 @@
+"""Training: exact resume, sharding, checkpoints, non-finite stops, signals and the command line."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vnca import checkpoint
+from vnca.checkpoint import CheckpointError
+from vnca.data import BinarizedMNIST
+from vnca.train import CHECKPOINT, NonFiniteError, TrainConfig, fit, load_run, read_metrics, train_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def data(data_dir):
+    from vnca.data import load_binarized_mnist
+
+    full = load_binarized_mnist()
+    return BinarizedMNIST(train=full.train[:512], test=full.test[:64])  # small and quick
+
+
+def _params(state):
+    return jax.tree.leaves(eqx.filter(state.model, eqx.is_inexact_array))
+
+
+def _config(model="doubling", **overrides):
+    base = dict(steps=8, steps_per_call=2, log_every=2, checkpoint_every=4, batch_size=4)
+    return train_config(model, "smoke", **{**base, **overrides})
+
+
+@pytest.mark.parametrize("model", ["doubling", "nondoubling", "baseline"])
+def test_resume_continues_bitwise(tmp_path, data, model):
+    config = _config(model)
+    straight = fit(config, tmp_path / "straight", data=data, progress=False)
+    half = dataclass_replace(config, steps=4)
+    fit(half, tmp_path / "resumed", data=data, progress=False)
+    resumed = fit(config, tmp_path / "resumed", data=data, progress=False, resume=True)
+    assert int(resumed.step) == int(straight.step) == 8
+    for a, b in zip(_params(straight), _params(resumed)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    steps = [r["step"] for r in read_metrics(tmp_path / "resumed")]
+    assert steps == [2, 4, 6, 8]  # logged once each, across the resume
+
+
+def dataclass_replace(config, **changes):
+    import dataclasses
+    return dataclasses.replace(config, **changes)
+
+
+def test_checkpoint_holds_the_whole_state(tmp_path, data):
+    config = _config()
+    state = fit(config, tmp_path, data=data, progress=False)
+    meta = checkpoint.read_metadata(tmp_path / CHECKPOINT)
+    assert meta["step"] == meta["data_position"] == 8 and len(meta["prng_key"]) == 2
+    assert TrainConfig.from_json(meta["config"]) == config
+    loaded, saved = load_run(tmp_path / CHECKPOINT, config)
+    assert saved == config and int(loaded.step) == 8
+    for a, b in zip(jax.tree.leaves(loaded.opt_state), jax.tree.leaves(state.opt_state)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_existing_run_is_not_overwritten_without_resume(tmp_path, data):
+    fit(_config(steps=2, checkpoint_every=2), tmp_path, data=data, progress=False)
+    before = (tmp_path / CHECKPOINT).read_bytes()
+    with pytest.raises(FileExistsError, match="pass resume=True"):
+        fit(_config(steps=2, checkpoint_every=2), tmp_path, data=data, progress=False)
+    assert (tmp_path / CHECKPOINT).read_bytes() == before
+
+
+@pytest.fixture
+def saved(tmp_path, data):
+    config = _config(steps=2, checkpoint_every=2)
+    fit(config, tmp_path, data=data, progress=False)
+    return tmp_path / CHECKPOINT, config
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda b: b[:-100], "truncated"),
+    (lambda b: b[:-10] + bytes(10), "corrupt: the arrays do not match their checksum"),
+    (lambda b: b"not a checkpoint at all", "not a vnca checkpoint"),
+    (lambda b: b[:30] + b"{{{" + b[33:], "the header is damaged"),
+])
+def test_damaged_checkpoints_are_refused(saved, damage, message):
+    path, config = saved
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(CheckpointError, match=message):
+        load_run(path, config)
+
+
+@pytest.mark.parametrize("other, message", [
+    (lambda: _config(steps=2, checkpoint_every=2, batch_size=8), "batch_size: checkpoint has 4, this run 8"),
+    (lambda: _config("baseline", steps=2, checkpoint_every=2), "model: checkpoint has 'doubling'"),
+    (lambda: _config(steps=2, checkpoint_every=2, learning_rate=1e-3), "learning_rate"),
+])
+def test_checkpoint_of_another_run_is_refused(saved, data, other, message):
+    path, _ = saved
+    with pytest.raises(CheckpointError, match=message):
+        fit(other(), path.parent, data=data, progress=False, resume=True)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, data):
+    config = _config(steps=8, checkpoint_every=4)
+    fit(dataclass_replace(config, steps=4), tmp_path, data=data, progress=False)
+    good = (tmp_path / CHECKPOINT).read_bytes()
+    poisoned = BinarizedMNIST(train=np.full(data.train.shape, np.nan, np.float32), test=data.test)
+    with pytest.raises(NonFiniteError, match=r"step 4: the loss or a gradient is not finite"):
+        fit(config, tmp_path, data=poisoned, progress=False, resume=True)
+    assert (tmp_path / CHECKPOINT).read_bytes() == good
+    state, _ = load_run(tmp_path / CHECKPOINT, config)
+    assert int(state.step) == 4 and all(bool(jnp.isfinite(p).all()) for p in _params(state))
+
+
+def test_sigterm_saves_and_stops(tmp_path, data):
+    config = _config(steps=400, checkpoint_every=200)
+    timer = threading.Timer(8.0, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    try:
+        state = fit(config, tmp_path, data=data, progress=False)
+    finally:
+        timer.cancel()
+    step = int(state.step)
+    assert 0 < step < 400
+    assert checkpoint.read_metadata(tmp_path / CHECKPOINT)["step"] == step
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handler was put back
+
+
+def test_config_errors_are_clear():
+    with pytest.raises(ValueError, match="unknown model 'vae'"):
+        train_config("vae", "smoke")
+    with pytest.raises(ValueError, match="unknown profile 'tiny'"):
+        train_config("doubling", "tiny")
+    with pytest.raises(ValueError, match=r"checkpoint_every \(7\) must be a multiple of steps_per_call \(5\)"):
+        train_config("doubling", "smoke", checkpoint_every=7)
+    with pytest.raises(ValueError, match="batch_size must be at least 1"):
+        train_config("doubling", "smoke", batch_size=0)
+
+
+def test_full_profile_is_the_papers():
+    for model, batch in [("baseline", 32), ("doubling", 32), ("nondoubling", 128)]:
+        c = train_config(model, "full")
+        assert (c.batch_size, c.learning_rate, c.clip_norm, c.steps) == (batch, 1e-4, 10.0, 100_000)
+        assert c.model_config == type(c.model_config)()
+
+
+SHARDED = textwrap.dedent("""
+    import os, sys, tempfile
+    import equinox as eqx, jax, jax.numpy as jnp, numpy as np
+    from vnca.data import BinarizedMNIST, load_binarized_mnist
+    from vnca.train import data_mesh, fit, train_config
+    assert jax.device_count() == 8, jax.devices()
+    full = load_binarized_mnist()
+    data = BinarizedMNIST(train=full.train[:256], test=full.test[:8])
+    model = sys.argv[1]
+    config = train_config(model, "smoke", steps=4, steps_per_call=2, log_every=2, checkpoint_every=4, batch_size=8)
+    one = fit(config, tempfile.mkdtemp(), data=data, progress=False, mesh=data_mesh(jax.devices()[:1]))
+    many = fit(config, tempfile.mkdtemp(), data=data, progress=False)
+    from vnca.train import init_state
+    a, b, start = (jax.device_get(jax.tree.leaves(eqx.filter(m, eqx.is_inexact_array)))
+                   for m in (one.model, many.model, init_state(config).model))
+    worst = max(float(np.abs(x - y).max() / (np.abs(x).max() + 1e-12)) for x, y in zip(a, b))
+    changed = max(float(np.abs(x - y).max()) for x, y in zip(a, start))
+    print("relative difference", worst, "trained by", changed)
+    assert changed > 1e-4, "training did not move the parameters"
+    assert worst < 1e-4, worst
+""")
+
+
+@pytest.mark.parametrize("model", ["doubling", "nondoubling"])
+def test_eight_devices_train_like_one(model, data_dir):
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+    result = subprocess.run([sys.executable, "-c", SHARDED, model], capture_output=True, text=True, env=env,
+                            timeout=900)
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    assert "relative difference" in result.stdout
+
+
+def test_command_line(tmp_path, data_dir):
+    vnca = Path(sys.executable).parent / "vnca"
+    ok = subprocess.run([str(vnca), "train", "--model", "baseline", "--profile", "smoke", "--out",
+                         str(tmp_path / "run"), "--steps", "5", "--batch-size", "4", "--no-progress"],
+                        capture_output=True, text=True, timeout=900)
+    assert ok.returncode == 0, ok.stderr[-3000:]
+    assert {p.name for p in (tmp_path / "run").iterdir()} >= {"checkpoint.vnca", "config.json",
+                                                              "metrics.jsonl", "metrics.png"}
+    again = subprocess.run([str(vnca), "train", "--model", "baseline", "--profile", "smoke", "--out",
+                            str(tmp_path / "run"), "--steps", "5", "--no-progress"], capture_output=True, text=True)
+    assert again.returncode == 2 and "--resume" in again.stderr
+    for bad, message in [(["--model", "gan"], "invalid choice: 'gan'"), (["--steps", "0"], "at least 1"),
+                         ([], "required")]:
+        args = ["train", "--model", "baseline", "--out", str(tmp_path / "x")]
+        if bad and bad[0] == "--model":
+            args = ["train", "--out", str(tmp_path / "x")]
+        if not bad:
+            args = ["train"]
+        result = subprocess.run([str(vnca), *args, *bad], capture_output=True, text=True)
+        assert result.returncode == 2 and message in result.stderr, result.stderr
