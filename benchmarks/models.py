@@ -31,13 +31,13 @@ from vnca.vae import batch_elbo, parameter_count
 PAPER_BATCH = {"baseline": 32, "doubling": 32, "nondoubling": 128}
 
 
-def make(name: str, remat: bool):
+def make(name: str, remat: bool, unroll: bool | None = None):
     key = jax.random.key(0)
     if name == "baseline":
         return baseline(key=key), None
     if name == "doubling":
-        return doubling_vnca(DoublingConfig(remat=remat), key=key), None
-    config = NonDoublingConfig(remat=remat)
+        return doubling_vnca(DoublingConfig(remat=remat, unroll=unroll), key=key), None
+    config = NonDoublingConfig(remat=remat, unroll=unroll)
     return nondoubling_vnca(config, key=key), config.test_steps  # T = 36, as at test time
 
 

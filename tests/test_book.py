@@ -160,12 +160,15 @@ def _visit(browser, url):
 def test_page_in_a_browser(browser, server, page_name):
     page, problems = _visit(browser, f"{server}/{page_name}.html")
     # MathJax typesets every formula the page has.
-    page.wait_for_function("() => window.MathJax && MathJax.startup && MathJax.startup.promise")
-    page.evaluate("() => MathJax.startup.promise")
-    math = page.evaluate("""() => [...document.querySelectorAll('span.math, div.math')]
-        .map(el => el.querySelector('mjx-container') !== null)""")
-    assert math, f"{page_name}: no math on the page"
-    assert all(math), f"{page_name}: {math.count(False)} of {len(math)} formulas not typeset"
+    formulas = page.evaluate("() => document.querySelectorAll('span.math, div.math').length")
+    if page_name in ("book/intro", "book/data", "book/vae"):
+        assert formulas > 0, f"{page_name}: no math on the page"
+    if formulas:
+        page.wait_for_function("() => window.MathJax && MathJax.startup && MathJax.startup.promise")
+        page.evaluate("() => MathJax.startup.promise")
+        math = page.evaluate("""() => [...document.querySelectorAll('span.math, div.math')]
+            .map(el => el.querySelector('mjx-container') !== null)""")
+        assert all(math), f"{page_name}: {math.count(False)} of {len(math)} formulas not typeset"
     # Every image has loaded and has a size.
     images = page.evaluate("""() => [...document.images].map(i => [i.src, i.complete && i.naturalWidth > 0])""")
     broken = [src for src, ok in images if not ok]

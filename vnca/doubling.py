@@ -34,6 +34,7 @@ class DoublingConfig:
     steps_per_doubling: int = 8
     update_probability: float = 1.0
     remat: bool = False
+    unroll: bool | None = None  # unroll the NCA scans (default: on a CPU only; see `run`)
 
     @property
     def side(self) -> int:
@@ -62,7 +63,8 @@ class DoublingDecoder(eqx.Module):
             state = double(state)
             doubled = state
             state, states = run(self.rule, state, c.steps_per_doubling, key=round_key,
-                                update_probability=c.update_probability, remat=c.remat, trajectory=True)
+                                update_probability=c.update_probability, remat=c.remat,
+                                unroll=c.unroll, trajectory=True)
             rounds.append(jnp.concatenate([doubled[None], states]))
         return state, rounds
 
@@ -75,7 +77,7 @@ class DoublingDecoder(eqx.Module):
         keys = jax.random.split(key, c.doublings) if key is not None else [None] * c.doublings
         for round_key in keys:
             state = run(self.rule, double(state), c.steps_per_doubling, key=round_key,
-                        update_probability=c.update_probability, remat=c.remat)
+                        update_probability=c.update_probability, remat=c.remat, unroll=c.unroll)
         return state[..., 0]
 
 

@@ -28,6 +28,7 @@ class NonDoublingConfig:
     test_steps: int = 36
     update_probability: float = 1.0
     remat: bool = False
+    unroll: bool | None = None  # unroll the NCA scan (default: on a CPU only; see `run`)
 
 
 class NonDoublingDecoder(eqx.Module):
@@ -51,7 +52,7 @@ class NonDoublingDecoder(eqx.Module):
         c = self.config
         steps = c.test_steps if steps is None else steps
         state = run(self.rule, self.seed(z), steps, key=key, update_probability=c.update_probability,
-                    max_steps=c.max_steps, remat=c.remat)
+                    max_steps=c.max_steps, remat=c.remat, unroll=c.unroll)
         return state[..., 0]
 
 
