@@ -16,7 +16,9 @@ from pathlib import Path
 
 import nbformat
 import pytest
-import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+import export  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
@@ -25,19 +27,8 @@ pytestmark = pytest.mark.slow
 
 
 def _chapter_pages() -> list[str]:
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    pages = [toc["root"]]
-
-    def walk(entries):
-        for entry in entries or []:
-            if "file" in entry:
-                pages.append(entry["file"])
-            walk(entry.get("sections"))
-
-    walk(toc.get("chapters"))
-    for part in toc.get("parts", []):
-        walk(part.get("chapters"))
-    return pages
+    """The pages of the book, in `_toc.yml` order, as paths without suffix ("book/data")."""
+    return [path.relative_to(ROOT).with_suffix("").as_posix() for path in export.toc_chapters()]
 
 
 PAGES = _chapter_pages()
