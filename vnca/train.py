@@ -7,7 +7,6 @@
 
 import dataclasses
 import json
-import math
 import signal
 import time
 from dataclasses import dataclass, field
