@@ -60,23 +60,27 @@ def timed(fn, *args, repeats: int):
     return first, statistics.median(times)
 
 
-def benchmark(name: str, batch: int, repeats: int, remat: bool) -> dict:
-    model, steps = make(name, remat)
-    x = jnp.asarray(np.random.default_rng(0).random((batch, 32, 32)) < 0.1, jnp.float32)
-    key = jax.random.key(1)
-
+def compiled(model, steps, x, key):
+    """The forward and the forward + backward functions of `model`, compiled for these inputs."""
     params, static = eqx.partition(model, eqx.is_array)
 
     def loss(params, x, key):
         return -batch_elbo(eqx.combine(params, static), x, key, steps=steps).elbo
 
-    forward = jax.jit(loss)
-    backward = jax.jit(jax.value_and_grad(loss))
-    fwd_compiled = forward.lower(params, x, key).compile()
-    bwd_compiled = backward.lower(params, x, key).compile()
+    args = (params, x, key)
+    return params, jax.jit(loss).lower(*args).compile(), jax.jit(jax.value_and_grad(loss)).lower(*args).compile()
+
+
+def benchmark(name: str, batch: int, repeats: int, remat: bool) -> dict:
+    x = jnp.asarray(np.random.default_rng(0).random((batch, 32, 32)) < 0.1, jnp.float32)
+    key = jax.random.key(1)
+    model, steps = make(name, remat)
+    params, fwd_compiled, bwd_compiled = compiled(model, steps, x, key)
     fwd_first, fwd = timed(fwd_compiled, params, x, key, repeats=repeats)
     bwd_first, bwd = timed(bwd_compiled, params, x, key, repeats=repeats)
-    fwd_flops, bwd_flops = flops(fwd_compiled) / batch, flops(bwd_compiled) / batch
+    # XLA counts a loop's body once, whatever its trip count: count FLOPs on unrolled NCA scans.
+    _, fwd_unrolled, bwd_unrolled = compiled(make(name, remat, unroll=True)[0], steps, x, key)
+    fwd_flops, bwd_flops = flops(fwd_unrolled) / batch, flops(bwd_unrolled) / batch
     return {
         "model": name, "batch": batch, "parameters": parameter_count(model), "remat": remat,
         "forward_s": fwd, "forward_backward_s": bwd,
@@ -85,6 +89,13 @@ def benchmark(name: str, batch: int, repeats: int, remat: bool) -> dict:
         "forward_tflop_per_s": fwd_flops * batch / fwd / 1e12,
         "forward_backward_tflop_per_s": bwd_flops * batch / bwd / 1e12,
     }
+
+
+def header() -> dict:
+    """Where a measurement was taken: backend, device, versions, commit."""
+    return {"backend": jax.default_backend(), "device": jax.devices()[0].device_kind,
+            "devices": jax.device_count(), "jax": jax.__version__, "python": platform.python_version(),
+            "machine": platform.machine(), "commit": _commit()}
 
 
 def _commit() -> str:
@@ -108,11 +119,8 @@ def main(argv=None):
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
 
-    device = jax.devices()[0]
-    header = {"backend": jax.default_backend(), "device": device.device_kind, "devices": jax.device_count(),
-              "jax": jax.__version__, "python": platform.python_version(), "machine": platform.machine(),
-              "commit": _commit()}
-    print(" ".join(f"{k}={v}" for k, v in header.items()))
+    env = header()
+    print(" ".join(f"{k}={v}" for k, v in env.items()))
     print(f"{'model':<12}{'batch':>6}{'forward':>11}{'fwd+bwd':>11}{'GFLOP/sample fwd':>18}"
           f"{'fwd+bwd':>10}{'TFLOP/s fwd':>13}{'fwd+bwd':>10}")
     results = []
@@ -124,7 +132,7 @@ def main(argv=None):
               f"{r['forward_tflop_per_s']:>13.3f}{r['forward_backward_tflop_per_s']:>10.3f}", flush=True)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"environment": header, "results": results}, f, indent=2)
+            json.dump({"environment": env, "results": results}, f, indent=2)
 
 
 if __name__ == "__main__":

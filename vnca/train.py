@@ -138,7 +138,10 @@ def train_step(config: TrainConfig, state: TrainState, batch: jax.Array):
 @eqx.filter_jit
 def train_steps(config: TrainConfig, state: TrainState, stacked: jax.Array):
     """len(stacked) training steps in one compiled call; metrics come back stacked."""
-    return jax.lax.scan(lambda s, batch: train_step(config, s, batch), state, stacked)
+    # On a CPU, a backward pass inside a loop runs many times slower (see `run` in the NCA chapter):
+    # there the steps of a call are unrolled.
+    unroll = len(stacked) if jax.default_backend() == "cpu" else 1
+    return jax.lax.scan(lambda s, batch: train_step(config, s, batch), state, stacked, unroll=unroll)
 
 
 # ---- book/train.md, code cell 5 ----
