@@ -139,5 +139,5 @@ def run(rule: UpdateRule, state: Float[Array, "h w c"], steps, *, key: PRNGKeyAr
             state = jax.lax.cond(t < steps, lambda s: one_step(s, k), lambda s: s, state)
         return state, (state if trajectory else None)
 
-    final, states = jax.lax.scan(body, state, (jnp.arange(length), keys), unroll=max(length, 1) if unroll else 1)
+    final, states = jax.lax.scan(body, state, (jnp.arange(length), keys), unroll=bool(unroll))
     return (final, states) if trajectory else final

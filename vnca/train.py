@@ -140,7 +140,7 @@ def train_steps(config: TrainConfig, state: TrainState, stacked: jax.Array):
     """len(stacked) training steps in one compiled call; metrics come back stacked."""
     # On a CPU, a backward pass inside a loop runs many times slower (see `run` in the NCA chapter):
     # there the steps of a call are unrolled.
-    unroll = len(stacked) if jax.default_backend() == "cpu" else 1
+    unroll = jax.default_backend() == "cpu"  # True: no loop at all, even for a single step
     return jax.lax.scan(lambda s, batch: train_step(config, s, batch), state, stacked, unroll=unroll)
 
 
