@@ -48,6 +48,10 @@ def test_resume_continues_bitwise(tmp_path, data, model):
     assert int(resumed.step) == int(straight.step) == 8
     for a, b in zip(_params(straight), _params(resumed)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    if model == "nondoubling":  # the pool was saved, restored and goes on as if never stopped
+        assert int(resumed.pool.filled.sum()) > 0
+        for a, b in zip(jax.tree.leaves(straight.pool), jax.tree.leaves(resumed.pool)):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     steps = [r["step"] for r in read_metrics(tmp_path / "resumed")]
     assert steps == [2, 4, 6, 8]  # logged once each, across the resume
 
@@ -177,6 +181,17 @@ SHARDED = textwrap.dedent("""
     print("relative difference", worst, "trained by", changed)
     assert changed > 1e-4, "training did not move the parameters"
     assert worst < 1e-4, worst
+    if model == "nondoubling":
+        from jax.sharding import PartitionSpec
+        assert config.pool_size and many.pool.states.sharding.spec == PartitionSpec("data"), many.pool.states.sharding
+        assert len(many.pool.states.sharding.device_set) == 8
+        p1, p8 = (jax.device_get(s.pool) for s in (one, many))
+        np.testing.assert_array_equal(p1.filled, p8.filled)
+        np.testing.assert_array_equal(p1.targets, p8.targets)
+        assert p1.filled.sum() >= config.batch_size, "the pool was not filled"
+        pool_worst = float(np.abs(p1.states - p8.states).max() / np.abs(p1.states).max())
+        print("pool relative difference", pool_worst)
+        assert pool_worst < 1e-4, pool_worst
 """)
 
 
@@ -200,8 +215,17 @@ def test_command_line(tmp_path, data_dir):
     again = subprocess.run([str(vnca), "train", "--model", "baseline", "--profile", "smoke", "--out",
                             str(tmp_path / "run"), "--steps", "5", "--no-progress"], capture_output=True, text=True)
     assert again.returncode == 2 and "--resume" in again.stderr
+    pooled = subprocess.run([str(vnca), "train", "--model", "nondoubling", "--profile", "smoke", "--out",
+                             str(tmp_path / "nd"), "--steps", "5", "--batch-size", "4", "--pool-size", "16",
+                             "--update-probability", "0.5", "--no-progress"], capture_output=True, text=True,
+                            timeout=900)
+    assert pooled.returncode == 0, pooled.stderr[-3000:]
+    saved = TrainConfig.from_json(checkpoint.read_metadata(tmp_path / "nd" / CHECKPOINT)["config"])
+    assert (saved.pool_size, saved.model_config.update_probability) == (16, 0.5)
     for bad, message in [(["--model", "gan"], "invalid choice: 'gan'"), (["--steps", "0"], "at least 1"),
-                         ([], "required")]:
+                         ([], "required"), (["--update-probability", "0"], "must be in (0, 1]"),
+                         (["--update-probability", "0.5"], "the baseline model has no NCA"),
+                         (["--pool-size", "64"], "only the non-doubling model trains with a pool")]:
         args = ["train", "--model", "baseline", "--out", str(tmp_path / "x")]
         if bad and bad[0] == "--model":
             args = ["train", "--out", str(tmp_path / "x")]

@@ -6,6 +6,7 @@
 """The `vnca` command."""
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -18,6 +19,13 @@ def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text}")
+    return value
+
+
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
     return value
 
 
@@ -34,6 +42,10 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--steps", type=_positive, help="total training steps (default: the profile's)")
     train.add_argument("--batch-size", type=_positive, help="default: the paper's for the model")
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--pool-size", type=int, help="non-doubling only: pool entries, 0 for none "
+                       "(default: the profile's, 1024 in full)")
+    train.add_argument("--update-probability", type=_probability, help="VNCAs only: the chance that a "
+                       "cell updates at a step (default 1)")
     train.add_argument("--data-dir", type=Path, help="a folder with the data files (else "
                        "$VNCA_DATA_DIR, else download)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -43,9 +55,14 @@ def parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     overrides = {k: v for k, v in [("steps", args.steps), ("batch_size", args.batch_size),
-                                   ("seed", args.seed)] if v is not None}
+                                   ("seed", args.seed), ("pool_size", args.pool_size)] if v is not None}
     try:
         config = train_config(args.model, args.profile, **overrides)
+        if args.update_probability is not None:
+            if not hasattr(config.model_config, "update_probability"):
+                raise ValueError(f"--update-probability: the {args.model} model has no NCA")
+            config = dataclasses.replace(config, model_config=dataclasses.replace(
+                config.model_config, update_probability=args.update_probability))
         from vnca.data import load_binarized_mnist
 
         data = load_binarized_mnist(args.data_dir)

@@ -49,11 +49,15 @@ class NonDoublingDecoder(eqx.Module):
                  steps=None) -> Float[Array, "side side"]:
         """Decode with `steps` NCA steps (an int or a traced integer up to max_steps);
         None means the test-time count."""
+        return self.grow(self.seed(z), key=key, steps=steps)[..., 0]
+
+    def grow(self, state: Float[Array, "side side z"], *, key: PRNGKeyArray | None = None,
+             steps=None) -> Float[Array, "side side z"]:
+        """Run the NCA from any state: a seed, or (in pool training) a state grown before."""
         c = self.config
         steps = c.test_steps if steps is None else steps
-        state = run(self.rule, self.seed(z), steps, key=key, update_probability=c.update_probability,
-                    max_steps=c.max_steps, remat=c.remat, unroll=c.unroll)
-        return state[..., 0]
+        return run(self.rule, state, steps, key=key, update_probability=c.update_probability,
+                   max_steps=c.max_steps, remat=c.remat, unroll=c.unroll)
 
 
 def sample_steps(key: PRNGKeyArray, config: NonDoublingConfig) -> Array:

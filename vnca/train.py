@@ -25,6 +25,7 @@ from vnca.baseline import BaselineConfig, baseline
 from vnca.data import batches, load_binarized_mnist
 from vnca.doubling import DoublingConfig, doubling_vnca
 from vnca.nondoubling import NonDoublingConfig, nondoubling_vnca, sample_steps
+from vnca.pool import Pool, empty_pool, pooled_batch_elbo, return_to_pool
 from vnca.vae import VAE, batch_elbo
 
 
@@ -61,6 +62,7 @@ class TrainConfig:
     log_every: int = 100
     checkpoint_every: int = 2_000
     seed: int = 0
+    pool_size: int = 0  # the non-doubling model's pool of grown states; 0: no pool
 
     def __post_init__(self):
         if self.model not in MODELS:
@@ -76,6 +78,17 @@ class TrainConfig:
                                  f"steps_per_call ({self.steps_per_call})")
         if not (self.learning_rate > 0 and self.clip_norm > 0):
             raise ValueError("learning_rate and clip_norm must be positive")
+        if self.pool_size < 0:
+            raise ValueError(f"pool_size must be 0 (no pool) or positive, got {self.pool_size}")
+        if self.pool_size:
+            if self.model != "nondoubling":
+                raise ValueError(f"only the non-doubling model trains with a pool; set pool_size=0 for {self.model!r}")
+            if self.batch_size % 4:
+                raise ValueError(f"with a pool, batch_size must be a multiple of 4 (half the rows from the "
+                                 f"pool, half of those damaged); got {self.batch_size}")
+            if self.pool_size % self.batch_size:
+                raise ValueError(f"pool_size ({self.pool_size}) must be a multiple of batch_size "
+                                 f"({self.batch_size}), or 0 for no pool")
 
     def to_json(self) -> dict:
         return {**dataclasses.asdict(self), "model_config": dataclasses.asdict(self.model_config)}
@@ -91,10 +104,11 @@ def train_config(model: str, profile: str, **overrides) -> TrainConfig:
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}; expected one of {', '.join(MODELS)}")
     if profile == "full":
-        base = dict(model_config=MODELS[model][0](), batch_size=PAPER_BATCH[model])
+        base = dict(model_config=MODELS[model][0](), batch_size=PAPER_BATCH[model],
+                    pool_size=1024 if model == "nondoubling" else 0)
     elif profile == "smoke":
         base = dict(model_config=SMOKE_MODELS[model], batch_size=8, steps=40, steps_per_call=5,
-                    log_every=5, checkpoint_every=20)
+                    log_every=5, checkpoint_every=20, pool_size=32 if model == "nondoubling" else 0)
     else:
         raise ValueError(f"unknown profile {profile!r}; expected 'smoke' or 'full'")
     return TrainConfig(model=model, **{**base, **overrides})
@@ -106,42 +120,53 @@ class TrainState(eqx.Module):
     model: VAE
     opt_state: optax.OptState
     step: jax.Array
+    pool: Pool | None = None
 
 
 def init_state(config: TrainConfig) -> TrainState:
     model = MODELS[config.model][1](config.model_config, key=jax.random.key(config.seed))
     opt_state = optimiser(config.learning_rate, config.clip_norm).init(eqx.filter(model, eqx.is_inexact_array))
-    return TrainState(model, opt_state, jnp.zeros((), jnp.int32))
+    pool = empty_pool(config.pool_size, config.model_config) if config.pool_size else None
+    return TrainState(model, opt_state, jnp.zeros((), jnp.int32), pool)
 
 
 # ---- book/train.md, code cell 4 ----
-def train_step(config: TrainConfig, state: TrainState, batch: jax.Array):
+def train_step(config: TrainConfig, state: TrainState, batch: jax.Array, pool_sharding=None):
     """One step of Adam on the negative ELBO of `batch`; returns the new state and its metrics."""
     key = jax.random.fold_in(jax.random.key(config.seed), state.step)
-    elbo_key, steps_key = jax.random.split(key)
+    elbo_key, steps_key, damage_key, shuffle_key = jax.random.split(key, 4)
     steps = sample_steps(steps_key, config.model_config) if config.model == "nondoubling" else None
 
     def loss(model):
-        terms = batch_elbo(model, batch, elbo_key, steps=steps)
-        return -terms.elbo, terms
+        if state.pool is None:
+            terms, returned = batch_elbo(model, batch, elbo_key, steps=steps), None
+        else:
+            terms, *returned = pooled_batch_elbo(model, state.pool, batch, elbo_key, damage_key, steps)
+        return -terms.elbo, (terms, returned)
 
-    (value, terms), grads = eqx.filter_value_and_grad(loss, has_aux=True)(state.model)
+    (value, (terms, returned)), grads = eqx.filter_value_and_grad(loss, has_aux=True)(state.model)
     opt = optimiser(config.learning_rate, config.clip_norm)
     params = eqx.filter(state.model, eqx.is_inexact_array)
     updates, opt_state = opt.update(grads, state.opt_state, params)
     grad_norm = optax.tree.norm(grads)
     metrics = {"loss": value, "elbo": terms.elbo, "log_likelihood": terms.log_likelihood, "kl": terms.kl,
                "grad_norm": grad_norm, "finite": jnp.isfinite(value) & jnp.isfinite(grad_norm)}
-    return TrainState(eqx.apply_updates(state.model, updates), opt_state, state.step + 1), metrics
+    pool = state.pool
+    if pool is not None:
+        finals, targets, metrics["pool_rows"] = returned
+        pool = return_to_pool(pool, targets, finals, shuffle_key, pool_sharding)
+    return TrainState(eqx.apply_updates(state.model, updates), opt_state, state.step + 1, pool), metrics
 
 
 @eqx.filter_jit
-def train_steps(config: TrainConfig, state: TrainState, stacked: jax.Array):
+def train_steps(config: TrainConfig, state: TrainState, stacked: jax.Array, mesh: Mesh | None = None):
     """len(stacked) training steps in one compiled call; metrics come back stacked."""
+    pool_sharding = None if mesh is None else NamedSharding(mesh, PartitionSpec("data"))
     # On a CPU, a backward pass inside a loop runs many times slower (see `run` in the NCA chapter):
     # there the steps of a call are unrolled.
     unroll = jax.default_backend() == "cpu"  # True: no loop at all, even for a single step
-    return jax.lax.scan(lambda s, batch: train_step(config, s, batch), state, stacked, unroll=unroll)
+    return jax.lax.scan(lambda s, batch: train_step(config, s, batch, pool_sharding), state, stacked,
+                        unroll=unroll)
 
 
 # ---- book/train.md, code cell 5 ----
@@ -162,6 +187,12 @@ def shard_batches(stacked: np.ndarray, mesh: Mesh) -> jax.Array:
 def replicate(tree, mesh: Mesh):
     """Place every array of a pytree on every device of the mesh."""
     return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
+
+
+def place_state(state: TrainState, mesh: Mesh) -> TrainState:
+    """Replicate the model and optimiser state; split the pool, if any, over the devices."""
+    pool = None if state.pool is None else jax.device_put(state.pool, NamedSharding(mesh, PartitionSpec("data")))
+    return TrainState(*replicate((state.model, state.opt_state, state.step), mesh), pool)
 
 
 # ---- book/train.md, code cell 6 ----
@@ -206,7 +237,7 @@ def fit(config: TrainConfig, out: str | Path, *, resume: bool = False, data=None
         _truncate_metrics(out / METRICS, int(state.step))
     else:
         state = init_state(config)
-    state = replicate(state, mesh)
+    state = place_state(state, mesh)
     (out / "config.json").write_text(json.dumps(config.to_json(), indent=2))
 
     images = (data or load_binarized_mnist()).train
@@ -220,7 +251,7 @@ def fit(config: TrainConfig, out: str | Path, *, resume: bool = False, data=None
             while step < config.steps and not stop.requested:
                 n = min(config.steps_per_call, config.steps - step)
                 stacked = shard_batches(np.stack([next(stream) for _ in range(n)]), mesh)
-                new_state, metrics = train_steps(config, state, stacked)
+                new_state, metrics = train_steps(config, state, stacked, mesh)
                 metrics = jax.device_get(metrics)
                 if not metrics["finite"].all():
                     bad = step + int(np.argmin(metrics["finite"]))

@@ -1,0 +1,155 @@
+"""The pool and the damage of the non-doubling VNCA's training."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vnca.nondoubling import NonDoublingConfig, nondoubling_vnca
+from vnca.pool import Pool, damage, empty_pool, pool_rows, pooled_batch_elbo, return_to_pool
+from vnca.vae import batch_elbo, kl_to_standard_normal
+
+CONFIG = NonDoublingConfig(latent=8, hidden=8, min_steps=2, max_steps=4, test_steps=3)
+
+
+def test_damage_zeroes_one_half_size_square_in_every_channel():
+    state = jnp.ones((32, 32, 5))
+    corners = set()
+    for key in jax.random.split(jax.random.key(0), 400):
+        out = np.asarray(damage(state, key))
+        zero = out == 0
+        assert (zero.all(axis=-1) == zero.any(axis=-1)).all(), "a damaged cell keeps some channels"
+        rows, cols = np.nonzero(zero[..., 0])
+        assert zero[..., 0].sum() == 16 * 16
+        top, left = rows.min(), cols.min()
+        assert rows.max() - top == 15 and cols.max() - left == 15  # one contiguous 16x16 square
+        assert (out[~zero] == 1).all()
+        corners.add((int(top), int(left)))
+    tops, lefts = {t for t, _ in corners}, {left for _, left in corners}
+    assert tops == set(range(17)) and lefts == set(range(17)), "every position 0..16 is reachable"
+
+
+def test_half_the_rows_come_from_the_pool_and_a_quarter_are_damaged():
+    from_pool, damaged = pool_rows(128)
+    assert int(from_pool.sum()) == 64 and int(damaged.sum()) == 32
+    assert not bool((damaged & ~from_pool).any())
+
+
+@pytest.fixture(scope="module")
+def model():
+    return nondoubling_vnca(CONFIG, key=jax.random.key(1))
+
+
+def _batch(n, seed=0):
+    return (jax.random.uniform(jax.random.key(seed), (n, 32, 32)) > 0.5).astype(jnp.float32)
+
+
+def test_an_empty_pool_changes_nothing(model):
+    x = _batch(8)
+    key = jax.random.key(2)
+    plain = batch_elbo(model, x, key, steps=3)
+    pooled, finals, targets, used = pooled_batch_elbo(model, empty_pool(16, CONFIG), x, key,
+                                                      jax.random.key(3), 3)
+    np.testing.assert_allclose(pooled, plain, rtol=1e-6)
+    np.testing.assert_array_equal(targets, x)
+    assert float(used) == 0.0 and finals.shape == (8, 32, 32, CONFIG.latent)
+
+
+def _full_pool(size, seed=5):
+    keys = jax.random.split(jax.random.key(seed), 2)
+    return Pool(_batch(size, seed), jax.random.normal(keys[1], (size, 32, 32, CONFIG.latent)),
+                jnp.ones(size, bool))
+
+
+def test_pool_rows_start_from_their_stored_state_and_target(model):
+    # The update rule's last layer starts at zero, so an untrained NCA leaves its start state as it is:
+    # a pool row's final state is its stored state, damaged or not.
+    x, pool = _batch(8), _full_pool(16)
+    _, finals, targets, used = pooled_batch_elbo(model, pool, x, jax.random.key(2), jax.random.key(3), 3)
+    from_pool, damaged = pool_rows(8)
+    assert float(used) == 0.5
+    for row in range(8):
+        slot = row * 2  # pool 16, batch 8: every second slot
+        if from_pool[row]:
+            np.testing.assert_array_equal(targets[row], pool.targets[slot])
+            stored = np.asarray(pool.states[slot])
+            zero = np.asarray(finals[row]) == 0
+            if damaged[row]:
+                assert zero[..., 0].sum() == 256 and zero.all(axis=-1).sum() == 256
+            np.testing.assert_array_equal(np.asarray(finals[row])[~zero], stored[~zero])
+        else:
+            np.testing.assert_array_equal(targets[row], x[row])
+
+
+def test_the_encoder_gets_only_the_kl_gradient_of_pool_rows(model):
+    pool = _full_pool(8)
+    x = _batch(8, seed=9)
+    from_pool, _ = pool_rows(8)
+    # Trained a little so that the reconstruction term depends on the decoder's output.
+    model = eqx.tree_at(lambda m: m.decoder.rule.output.weight, model,
+                        0.01 * jax.random.normal(jax.random.key(4), model.decoder.rule.output.weight.shape))
+    rows = jnp.flatnonzero(from_pool)
+
+    def pooled_loss(encoder):
+        m = eqx.tree_at(lambda m: m.encoder, model, encoder)
+        terms, *_ = pooled_batch_elbo(m, pool, x, jax.random.key(2), jax.random.key(3), 3)
+        return -terms.elbo * 8
+
+    def kl_only(encoder):
+        # What the encoder should see: the KL of each pool row's target, and the whole ELBO of the
+        # other rows (computed as `elbo` computes it, with the same per-row keys).
+        m = eqx.tree_at(lambda m: m.encoder, model, encoder)
+        kl = jax.vmap(lambda t: kl_to_standard_normal(*m.encoder(t)))(_slots(pool.targets, 8)[rows]).sum()
+        per_row = _per_row_elbo(m, x, jax.random.key(2))
+        return kl - per_row[~np.asarray(from_pool)].sum()
+
+    g_pooled = jax.tree.leaves(eqx.filter_grad(pooled_loss)(model.encoder))
+    g_expected = jax.tree.leaves(eqx.filter_grad(kl_only)(model.encoder))
+    for a, b in zip(g_pooled, g_expected):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(np.abs(b).max()))
+
+
+def _slots(array, b):
+    return array.reshape(b, -1, *array.shape[1:])[:, 0]
+
+
+def _per_row_elbo(model, x, key):
+    from vnca.vae import elbo
+
+    keys = jax.random.split(key, x.shape[0])
+    return jax.vmap(elbo, in_axes=(None, 0, 0, None))(model, x, keys, 3).elbo
+
+
+def test_return_to_pool_overwrites_the_batch_slots_then_shuffles():
+    size, b = 16, 4
+    pool = Pool(jnp.arange(size, dtype=jnp.float32)[:, None, None] * jnp.ones((size, 32, 32)),
+                jnp.arange(size, dtype=jnp.float32)[:, None, None, None] * jnp.ones((size, 32, 32, 2)),
+                jnp.zeros(size, bool).at[:3].set(True))
+    new = 100 + jnp.arange(b, dtype=jnp.float32)
+    out = return_to_pool(pool, new[:, None, None] * jnp.ones((b, 32, 32)),
+                         new[:, None, None, None] * jnp.ones((b, 32, 32, 2)), jax.random.key(0))
+    ids = np.asarray(out.targets[:, 0, 0])
+    expected = set(range(size)) - {0, 4, 8, 12} | {100, 101, 102, 103}
+    assert set(ids.tolist()) == expected  # slots 0, 4, 8, 12 replaced, nothing else lost
+    np.testing.assert_array_equal(out.states[:, 0, 0, 0], ids)  # states travel with their targets
+    assert int(out.filled.sum()) == 4 + 2  # the batch, plus slots 1 and 2 that were filled before
+    assert ids.tolist() != sorted(ids.tolist()), "the pool was not shuffled"
+    again = return_to_pool(pool, new[:, None, None] * jnp.ones((b, 32, 32)),
+                           new[:, None, None, None] * jnp.ones((b, 32, 32, 2)), jax.random.key(0))
+    np.testing.assert_array_equal(again.targets, out.targets)  # the same key, the same order
+
+
+def test_pool_configuration_errors_are_clear():
+    from vnca.train import train_config
+
+    with pytest.raises(ValueError, match="only the non-doubling model trains with a pool"):
+        train_config("doubling", "smoke", pool_size=32)
+    with pytest.raises(ValueError, match=r"pool_size \(30\) must be a multiple of batch_size \(8\)"):
+        train_config("nondoubling", "smoke", pool_size=30)
+    with pytest.raises(ValueError, match="batch_size must be a multiple of 4"):
+        train_config("nondoubling", "smoke", batch_size=6, pool_size=36)
+    with pytest.raises(ValueError, match="pool_size must be 0"):
+        train_config("nondoubling", "smoke", pool_size=-8)
+    assert train_config("nondoubling", "full").pool_size == 1024
+    assert train_config("nondoubling", "smoke", pool_size=0).pool_size == 0
