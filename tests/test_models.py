@@ -334,3 +334,18 @@ def test_nca_step_agrees_with_numpy(side):
         h = h + inner @ np.asarray(block.outer.weight) + np.asarray(block.outer.bias)
     expected = state + h @ np.asarray(rule.output.weight) + np.asarray(rule.output.bias)
     np.testing.assert_allclose(step(rule, jnp.asarray(state, jnp.float32)), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_unrolled_scan_leaves_no_loop_even_for_one_step():
+    from vnca.nca import scan
+
+    def f(carry, xs, unroll):
+        return scan(lambda c, x: (jnp.sin(c * x), c), carry, xs, unroll=unroll)
+
+    compiled = jax.jit(f, static_argnums=2)
+    for length in (1, 3):
+        args = (jnp.linspace(0.1, 1, 3), jnp.linspace(1, 2, 3 * length).reshape(length, 3))
+        unrolled, looped = (compiled.lower(*args, u).compile().as_text() for u in (True, False))
+        assert "while" not in unrolled and "while" in looped
+        for a, b in zip(jax.tree.leaves(compiled(*args, True)), jax.tree.leaves(compiled(*args, False))):
+            np.testing.assert_allclose(a, b, rtol=1e-6)

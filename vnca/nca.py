@@ -106,6 +106,14 @@ def step(rule: UpdateRule, state: Float[Array, "h w c"], key: PRNGKeyArray | Non
     return state + update
 
 
+def scan(body, carry, xs, unroll: bool = False):
+    """`lax.scan`, with no loop left in the compiled code when `unroll` is true, one iteration included."""
+    if unroll and jax.tree.leaves(xs)[0].shape[0] == 1:
+        carry, y = body(carry, jax.tree.map(lambda a: a[0], xs))
+        return carry, jax.tree.map(lambda a: a[None], y)
+    return jax.lax.scan(body, carry, xs, unroll=unroll)
+
+
 def run(rule: UpdateRule, state: Float[Array, "h w c"], steps, *, key: PRNGKeyArray | None = None,
         update_probability: float = 1.0, max_steps: int | None = None, remat: bool = False,
         unroll: bool | None = None, trajectory: bool = False):
@@ -139,5 +147,5 @@ def run(rule: UpdateRule, state: Float[Array, "h w c"], steps, *, key: PRNGKeyAr
             state = jax.lax.cond(t < steps, lambda s: one_step(s, k), lambda s: s, state)
         return state, (state if trajectory else None)
 
-    final, states = jax.lax.scan(body, state, (jnp.arange(length), keys), unroll=bool(unroll))
+    final, states = scan(body, state, (jnp.arange(length), keys), unroll=bool(unroll))
     return (final, states) if trajectory else final

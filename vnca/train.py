@@ -24,6 +24,7 @@ from vnca import checkpoint
 from vnca.baseline import BaselineConfig, baseline
 from vnca.data import batches, load_binarized_mnist
 from vnca.doubling import DoublingConfig, doubling_vnca
+from vnca.nca import scan
 from vnca.nondoubling import NonDoublingConfig, nondoubling_vnca, sample_steps
 from vnca.pool import Pool, empty_pool, pooled_batch_elbo, return_to_pool
 from vnca.vae import VAE, batch_elbo
@@ -164,9 +165,8 @@ def train_steps(config: TrainConfig, state: TrainState, stacked: jax.Array, mesh
     pool_sharding = None if mesh is None else NamedSharding(mesh, PartitionSpec("data"))
     # On a CPU, a backward pass inside a loop runs many times slower (see `run` in the NCA chapter):
     # there the steps of a call are unrolled.
-    unroll = jax.default_backend() == "cpu"  # True: no loop at all, even for a single step
-    return jax.lax.scan(lambda s, batch: train_step(config, s, batch, pool_sharding), state, stacked,
-                        unroll=unroll)
+    unroll = jax.default_backend() == "cpu"
+    return scan(lambda s, batch: train_step(config, s, batch, pool_sharding), state, stacked, unroll=unroll)
 
 
 # ---- book/train.md, code cell 5 ----
