@@ -25,3 +25,25 @@ def data_dir():
     if value:
         os.environ["VNCA_DATA_DIR"] = str(Path(value).resolve())
     return os.environ.get("VNCA_DATA_DIR")
+
+
+VNCA = Path(__import__("sys").executable).parent / "vnca"  # the installed command
+
+
+def vnca_command(*args, timeout=900):
+    """Run the installed `vnca` command; return the finished process."""
+    import subprocess
+
+    return subprocess.run([str(VNCA), *map(str, args)], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def smoke_run(tmp_path, data_dir):
+    """A function that trains a 2-step smoke run of a model with `vnca train` and returns its folder."""
+    def train(model: str) -> Path:
+        run = tmp_path / f"{model}-run"
+        done = vnca_command("train", "--model", model, "--profile", "smoke", "--out", run, "--steps", 2,
+                            "--batch-size", 4, "--no-progress")
+        assert done.returncode == 0, done.stderr[-3000:]
+        return run
+    return train

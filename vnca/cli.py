@@ -2,77 +2,25 @@
 # edit the chapter named above each block, then run `python tools/export.py`.
 
 
-# ---- book/train.md, code cell 9 ----
-"""The `vnca` command."""
+# ---- book/experiments.md, code cell 19 ----
+"""The `vnca` command: `vnca train`, `vnca evaluate` and `vnca figures`."""
 
 import argparse
-import dataclasses
-import sys
-from pathlib import Path
 
-from vnca.checkpoint import CheckpointError
-from vnca.data import DataError
-from vnca.train import MODELS, NonFiniteError, fit, plot_metrics, train_config
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text}")
-    return value
-
-
-def _probability(text: str) -> float:
-    value = float(text)
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
-    return value
+from vnca.evaluate import add_evaluate_command
+from vnca.figures import add_figures_command
+from vnca.train import add_train_command
 
 
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="vnca", description="Variational Neural Cellular Automata in JAX.")
     commands = root.add_subparsers(dest="command", required=True)
-    train = commands.add_parser("train", help="train a model", description="Train a model and save "
-                                "checkpoints and metrics into --out.")
-    train.add_argument("--model", required=True, choices=list(MODELS))
-    train.add_argument("--profile", default="full", choices=["smoke", "full"],
-                       help="smoke: a small model for a CPU; full: the paper's (default)")
-    train.add_argument("--out", required=True, type=Path, help="the run's folder")
-    train.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
-    train.add_argument("--steps", type=_positive, help="total training steps (default: the profile's)")
-    train.add_argument("--batch-size", type=_positive, help="default: the paper's for the model")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--pool-size", type=int, help="non-doubling only: pool entries, 0 for none "
-                       "(default: the profile's, 1024 in full)")
-    train.add_argument("--update-probability", type=_probability, help="VNCAs only: the chance that a "
-                       "cell updates at a step (default 1)")
-    train.add_argument("--data-dir", type=Path, help="a folder with the data files (else "
-                       "$VNCA_DATA_DIR, else download)")
-    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_train_command(commands)
+    add_evaluate_command(commands)
+    add_figures_command(commands)
     return root
 
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
-    overrides = {k: v for k, v in [("steps", args.steps), ("batch_size", args.batch_size),
-                                   ("seed", args.seed), ("pool_size", args.pool_size)] if v is not None}
-    try:
-        config = train_config(args.model, args.profile, **overrides)
-        if args.update_probability is not None:
-            if not hasattr(config.model_config, "update_probability"):
-                raise ValueError(f"--update-probability: the {args.model} model has no NCA")
-            config = dataclasses.replace(config, model_config=dataclasses.replace(
-                config.model_config, update_probability=args.update_probability))
-        from vnca.data import load_binarized_mnist
-
-        data = load_binarized_mnist(args.data_dir)
-        fit(config, args.out, resume=args.resume, data=data, progress=not args.no_progress)
-        plot_metrics(args.out, title=f"{args.model} ({args.profile})").savefig(args.out / "metrics.png", dpi=120)
-    except (ValueError, FileExistsError, DataError, CheckpointError) as err:
-        print(f"vnca train: error: {err}", file=sys.stderr)
-        return 2
-    except NonFiniteError as err:
-        print(f"vnca train: {err}", file=sys.stderr)
-        return 3
-    print(f"done: {args.out}")
-    return 0
+    return args.handler(args)

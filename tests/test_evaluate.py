@@ -1,0 +1,114 @@
+"""Evaluation: the chunked, sharded bound against a direct computation; records; the table; the CLI."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vnca.evaluate import read_records, results_table, summarise
+
+SHARDED = textwrap.dedent("""
+    import math
+    import jax, jax.numpy as jnp, numpy as np
+    from vnca.doubling import DoublingConfig, doubling_vnca
+    from vnca.nondoubling import NonDoublingConfig, nondoubling_vnca
+    from vnca.evaluate import image_bounds
+    from vnca.train import data_mesh
+    from vnca.vae import bernoulli_log_likelihood, normal_log_density
+    assert jax.device_count() == 8
+
+    def direct(model, x, key, samples):
+        # Written out without lax.map, chunks, batches or devices: all K samples at once.
+        mean, log_scale = model.encoder(x)
+        def log_weight(k):
+            sample_key, decoder_key = jax.random.split(k)
+            z = mean + jnp.exp(log_scale) * jax.random.normal(sample_key, mean.shape)
+            logits = model.decoder(z, key=decoder_key)
+            return bernoulli_log_likelihood(logits, x) + normal_log_density(z) - normal_log_density(z, mean, log_scale)
+        log_w = jax.vmap(log_weight)(jax.random.split(key, samples))
+        return jax.scipy.special.logsumexp(log_w) - math.log(samples)
+
+    images = (np.random.default_rng(0).random((11, 32, 32)) < 0.2).astype(np.float32)
+    indices = np.array([3, 50, 7, 8, 9, 1000, 11, 12, 13, 14, 15])
+    key = jax.random.key(42)
+    models = {
+        "doubling": doubling_vnca(DoublingConfig(latent=8, hidden=8, residual_blocks=1), key=jax.random.key(1)),
+        "nondoubling, random updates": nondoubling_vnca(NonDoublingConfig(latent=8, hidden=8, test_steps=5,
+                                                                          update_probability=0.5), key=jax.random.key(2)),
+    }
+    for name, model in models.items():
+        # Untrained, the update rule is zero; perturb it so that decoding matters.
+        leaves, tree = jax.tree.flatten(model)
+        noise = jax.random.split(jax.random.key(5), len(leaves))
+        model = jax.tree.unflatten(tree, [l + 0.05 * jax.random.normal(k, l.shape) if hasattr(l, "dtype")
+                                          and jnp.issubdtype(l.dtype, jnp.floating) else l for l, k in zip(leaves, noise)])
+        expected = np.array([float(direct(model, jnp.asarray(x), jax.random.fold_in(key, int(i)), 12))
+                             for x, i in zip(images, indices)])
+        eight = image_bounds(model, images, key, samples=12, chunk=5, indices=indices, batch_size=8)
+        one = image_bounds(model, images, key, samples=12, chunk=12, indices=indices, batch_size=3,
+                           mesh=data_mesh(jax.devices()[:1]))
+        alone = image_bounds(model, images[5:6], key, samples=12, indices=indices[5:6], batch_size=8)
+        print(name, expected[:3], eight[:3])
+        np.testing.assert_allclose(eight, expected, rtol=2e-5, atol=1e-3)
+        np.testing.assert_allclose(one, expected, rtol=2e-5, atol=1e-3)
+        np.testing.assert_allclose(alone, expected[5:6], rtol=2e-5, atol=1e-3)
+        assert np.ptp(expected) > 1.0  # the images differ, so a mix-up of keys or rows would show
+    print("ok")
+""")
+
+
+def test_chunked_sharded_bounds_equal_a_direct_computation():
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+    result = subprocess.run([sys.executable, "-c", SHARDED], capture_output=True, text=True, env=env, timeout=900)
+    assert result.returncode == 0 and "ok" in result.stdout, result.stdout + result.stderr[-3000:]
+
+
+def test_summary_is_the_mean_and_its_standard_error():
+    s = summarise([-80.0, -82.0, -90.0, -88.0])
+    assert s["log_likelihood"] == pytest.approx(-85.0)
+    assert s["standard_error"] == pytest.approx(np.std([-80, -82, -90, -88], ddof=1) / 2)
+    assert s["images"] == 4 and math.isnan(summarise([-80.0])["standard_error"])
+
+
+def test_results_table_reads_full_scale_records_only(tmp_path):
+    (tmp_path / "doubling.json").write_text(json.dumps(
+        {"model": "doubling", "scale": "full", "log_likelihood": -84.0712, "standard_error": 0.2549}))
+    (tmp_path / "smoke.json").write_text(json.dumps(
+        {"model": "baseline", "scale": "smoke", "log_likelihood": -150.0, "standard_error": 1.0}))
+    (tmp_path / "other.json").write_text(json.dumps({"not": "a record"}))
+    table = results_table(read_records(tmp_path))
+    lines = table.splitlines()
+    assert lines[0] == "| model | paper | reproduction | this book |"
+    assert "| doubling VNCA | -84.23 | -84.15 | -84.07 ± 0.25 |" in lines
+    assert "| convolutional baseline | not reported | -84.64 | - |" in lines  # smoke is not a result
+    assert "| non-doubling VNCA | -90.97 | -89.3 | - |" in lines
+    assert "-150.00" in results_table(read_records(tmp_path), scale="smoke")
+
+
+def test_evaluate_command(tmp_path, smoke_run):
+    vnca = Path(sys.executable).parent / "vnca"
+    run = smoke_run("baseline")
+    args = [str(vnca), "evaluate", str(run), "--samples", "4", "--images", "24", "--no-progress"]
+    first = subprocess.run(args, capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stderr[-3000:]
+    record = json.loads((run / "evaluation.json").read_text())
+    assert record["model"] == "baseline" and record["scale"] == "smoke" and record["samples"] == 4
+    assert record["images"] == 24 and record["step"] == 2 and record["test_images"] == 10_000
+    assert record["log_likelihood"] < 0 and record["standard_error"] > 0 and record["images_per_second"] > 0
+    assert "log p(x) >=" in first.stdout
+    again = subprocess.run([*args[:2], str(run / "checkpoint.vnca"), *args[3:], "--out", str(tmp_path / "again.json"),
+                            "--batch-size", "5"], capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    repeated = json.loads((tmp_path / "again.json").read_text())
+    assert repeated["log_likelihood"] == pytest.approx(record["log_likelihood"], abs=1e-4)  # seeded per image
+    for bad, message in [([str(tmp_path / "nowhere")], "no such checkpoint file"),
+                         ([str(run), "--samples", "0"], "at least 1"),
+                         ([str(run), "--images", "20000"], "images must be between 1 and 10000")]:
+        result = subprocess.run([str(vnca), "evaluate", *bad], capture_output=True, text=True, timeout=900)
+        assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]

@@ -1,0 +1,112 @@
+"""Every figure function runs on a tiny model and writes a non-empty image; `vnca figures` works."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import matplotlib
+import numpy as np
+import pytest
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from vnca.baseline import BaselineConfig, baseline  # noqa: E402
+from vnca.data import BinarizedMNIST  # noqa: E402
+from vnca.doubling import DoublingConfig, doubling_vnca  # noqa: E402
+from vnca.figures import linear_probe, make_figures  # noqa: E402
+from vnca.nondoubling import NonDoublingConfig, nondoubling_vnca  # noqa: E402
+
+
+def _perturbed(model, seed=0):
+    """An untrained update rule is zero; small random weights make every figure non-trivial."""
+    leaves, tree = jax.tree.flatten(model)
+    keys = jax.random.split(jax.random.key(seed), len(leaves))
+    return jax.tree.unflatten(tree, [
+        leaf + 0.05 * jax.random.normal(k, leaf.shape) if hasattr(leaf, "dtype")
+        and jnp.issubdtype(leaf.dtype, jnp.floating) else leaf for leaf, k in zip(leaves, keys)])
+
+
+@pytest.fixture(scope="module")
+def tiny_data():
+    rng = np.random.default_rng(0)
+    images = (rng.random((120, 32, 32)) < 0.2).astype(np.uint8)
+    labels = np.arange(120) % 10
+    return BinarizedMNIST(train=images[:8], test=images), labels
+
+
+MODELS = {
+    "baseline": lambda: baseline(BaselineConfig(latent=8), key=jax.random.key(1)),
+    "doubling": lambda: doubling_vnca(DoublingConfig(latent=8, hidden=8, residual_blocks=1), key=jax.random.key(2)),
+    "nondoubling": lambda: nondoubling_vnca(NonDoublingConfig(latent=8, hidden=8, test_steps=4), key=jax.random.key(3)),
+}
+EXPECTED = {
+    "baseline": {"reconstructions", "samples", "interpolations", "tsne"},
+    "doubling": {"reconstructions", "samples", "interpolations", "tsne", "growth"},
+    "nondoubling": {"reconstructions", "samples", "interpolations", "tsne", "damage_frames", "damage_strip",
+                    "latent_channels", "linear_probe"},
+}
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_every_figure_is_drawn(tmp_path, tiny_data, name):
+    data, labels = tiny_data
+    model = _perturbed(MODELS[name]())
+    compare = ("baseline", _perturbed(MODELS["baseline"](), seed=1)) if name == "doubling" else None
+    paths = make_figures(model, name, tmp_path, data, labels, jax.random.key(0), note="tiny test model",
+                         compare=compare, tsne_images=60)
+    assert {p.stem for p in paths} == EXPECTED[name]
+    for path in paths:
+        image = plt.imread(path)
+        assert image.shape[0] > 50 and image.shape[1] > 50, path
+        assert image[..., :3].std() > 0.01, f"{path.name} is blank"
+
+
+def test_figure_functions_refuse_the_wrong_decoder(tiny_data):
+    from vnca.figures import damage_strip, growth
+
+    data, labels = tiny_data
+    with pytest.raises(ValueError, match="doubling decoder"):
+        growth(MODELS["baseline"](), jax.random.key(0))
+    with pytest.raises(ValueError, match="non-doubling decoder"):
+        damage_strip(MODELS["doubling"](), jax.random.key(0))
+    with pytest.raises(ValueError, match="non-doubling decoder"):
+        linear_probe(MODELS["doubling"](), data.test[:20], labels[:20])
+
+
+class _LabelEncoder(eqx.Module):
+    """Reads the label hidden in an image's corner pixel and returns it, one-hot, as the mean."""
+
+    def __call__(self, x):
+        digit = jnp.round(x[0, 0] * 10).astype(jnp.int32)
+        return jax.nn.one_hot(digit, 16), jnp.zeros(16)
+
+
+def test_linear_probe_finds_a_digit_that_every_cell_carries(tiny_data):
+    data, labels = tiny_data
+    images = np.asarray(data.test, np.float32).copy()
+    images[:, 0, 0] = labels / 10.0
+    # Untrained, the update rule is zero: the grown grid is the seed, the encoder's mean in every cell.
+    model = nondoubling_vnca(NonDoublingConfig(latent=16, hidden=8, test_steps=4), key=jax.random.key(3))
+    model = eqx.tree_at(lambda m: m.encoder, model, _LabelEncoder())
+    _, accuracy = linear_probe(model, images, labels)
+    assert accuracy > 0.95, accuracy
+    shuffled = np.random.default_rng(0).permutation(labels)  # labels that the cells cannot know
+    _, chance = linear_probe(model, images, shuffled)
+    assert chance < 0.5, chance
+
+
+def test_figures_command(tmp_path, smoke_run):
+    vnca = Path(sys.executable).parent / "vnca"
+    run = smoke_run("nondoubling")
+    out = tmp_path / "figures"
+    made = subprocess.run([str(vnca), "figures", str(run), "--out", str(out), "--tsne-images", "100"],
+                          capture_output=True, text=True, timeout=900)
+    assert made.returncode == 0, made.stderr[-3000:]
+    assert {p.stem for p in out.glob("*.png")} == EXPECTED["nondoubling"]
+    missing = subprocess.run([str(vnca), "figures", str(tmp_path / "nowhere"), "--out", str(out)],
+                             capture_output=True, text=True, timeout=900)
+    assert missing.returncode == 2 and "no such checkpoint file" in missing.stderr
