@@ -36,6 +36,7 @@ test: setup
 
 export: $(VENV)/.installed
 	$(BIN)/python tools/export.py
+	$(BIN)/python tools/chapter_notebooks.py
 
 clean:
 	rm -rf _build

@@ -18,6 +18,7 @@ import nbformat
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+import chapter_notebooks  # noqa: E402
 import export  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,6 +33,8 @@ def _chapter_pages() -> list[str]:
 
 
 PAGES = _chapter_pages()
+# The chapters that are notebooks (code, outputs, a notebook to download); the others are plain pages.
+CHAPTERS = [p for p in PAGES if chapter_notebooks.is_notebook((ROOT / f"{p}.md").read_text())]
 
 
 @pytest.fixture(scope="session")
@@ -56,7 +59,7 @@ def test_build_has_no_warnings(site):
     assert "build succeeded" in log
 
 
-@pytest.mark.parametrize("page", PAGES)
+@pytest.mark.parametrize("page", CHAPTERS)
 def test_every_chapter_is_a_page_with_executed_outputs(site, page):
     html = (site / f"{page}.html").read_text()
     assert "cell_output" in html, f"{page}: no executed output"
@@ -75,13 +78,16 @@ def test_data_chapter_shows_its_figures_and_results(site):
 
 
 def test_notebooks_are_published_without_outputs(site):
-    for page in PAGES:
+    for page in CHAPTERS:
         path = site / "notebooks" / f"{Path(page).name}.ipynb"
         nb = nbformat.read(path, as_version=4)
         nbformat.validate(nb)
         code = [c for c in nb.cells if c.cell_type == "code"]
         assert code, f"{path.name} has no code"
         assert all(c.outputs == [] and c.execution_count is None for c in code)
+        assert "vnca-install" in code[0].metadata["tags"]  # the install cell comes first
+        committed = ROOT / "notebooks" / path.name
+        assert path.read_text() == committed.read_text(), f"{path.name}: the site's and the repository's differ"
 
 
 def test_mathjax_is_served_with_the_site(site):
@@ -168,6 +174,15 @@ def test_page_in_a_browser(browser, server, page_name):
     assert problems["console"] == [], f"{page_name}: JavaScript errors: {problems['console']}"
     assert problems["failed"] == [], f"{page_name}: failed requests: {problems['failed']}"
     assert problems["outside"] == [], f"{page_name}: requests leaving localhost: {problems['outside']}"
+    # Every chapter links to its notebook, and opens it in Colab and in Kaggle.
+    if (ROOT / "notebooks" / f"{Path(page_name).name}.ipynb").exists():
+        name = Path(page_name).name
+        expected = chapter_notebooks.repository(ROOT).links(name)
+        launch = page.evaluate("""() => Object.fromEntries([...document.querySelectorAll('.vnca-launch a')]
+            .map(a => [a.className, [a.href, a.textContent, a.getBoundingClientRect().width > 0]]))""")
+        assert launch == {"vnca-download": [f"{server}/notebooks/{name}.ipynb", "Download notebook", True],
+                          "vnca-colab": [expected["colab"], "Open in Colab", True],
+                          "vnca-kaggle": [expected["kaggle"], "Open in Kaggle", True]}, launch
     # Every internal link resolves, anchors included.
     links = page.evaluate("() => [...document.querySelectorAll('a[href]')].map(a => a.href)")
     internal = {link for link in links if link.startswith(server)}

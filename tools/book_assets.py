@@ -3,17 +3,20 @@
 - MathJax 3, copied from node_modules (installed by `npm ci`), to `mathjax/` in the site, so math is
   typeset with no network. It goes beside `_static/`, not inside the book's own `_static/`, because
   jupyter-book adds every script found there to every page.
-- Each chapter as an output-free Jupyter notebook, `notebooks/<chapter>.ipynb`, made with jupytext
-  from the MyST Markdown source, to open in Jupyter, Kaggle or Colab.
+- Each chapter as an output-free Jupyter notebook, `notebooks/<chapter>.ipynb` (the same notebooks
+  that `tools/chapter_notebooks.py` commits), and, at the top of each chapter page, links to download
+  it and to open it in Colab and in Kaggle.
 """
 
 from __future__ import annotations
 
+import html
 import shutil
 from pathlib import Path
 
-import jupytext
 import nbformat
+
+from chapter_notebooks import is_notebook, notebook, repository
 
 ROOT = Path(__file__).resolve().parent.parent
 MATHJAX = ROOT / "node_modules" / "mathjax" / "es5"
@@ -23,31 +26,32 @@ class AssetError(RuntimeError):
     pass
 
 
-def _is_notebook(text: str) -> bool:
-    """A MyST notebook names its kernel in its front matter; a plain Markdown page does not."""
-    if not text.startswith("---"):
-        return False
-    return "kernelspec:" in text.split("---", 2)[1]
-
-
-def chapter_notebooks(srcdir: Path, docnames) -> dict[str, nbformat.NotebookNode]:
-    """The output-free notebook of every MyST notebook page, keyed by its page name."""
-    notebooks = {}
-    for docname in sorted(docnames):
+def _chapters(app) -> dict[str, Path]:
+    """Page name -> source file, for every page that is a MyST notebook."""
+    srcdir = Path(app.srcdir)
+    found = {}
+    for docname in sorted(app.env.found_docs):
         path = srcdir / f"{docname}.md"
-        if not path.is_file():
-            continue
-        text = path.read_text(encoding="utf-8")
-        if not _is_notebook(text):
-            continue
-        nb = jupytext.reads(text, fmt="md:myst")
-        for cell in nb.cells:
-            if cell.cell_type == "code":
-                cell.outputs = []
-                cell.execution_count = None
-        nbformat.validate(nb)
-        notebooks[docname] = nb
-    return notebooks
+        if path.is_file() and is_notebook(path.read_text(encoding="utf-8")):
+            found[docname] = path
+    return found
+
+
+def _launch_links(app, pagename, templatename, context, doctree) -> None:
+    if doctree is None or "body" not in context or pagename not in _chapters(app):
+        return
+    name = Path(pagename).name
+    links = repository(ROOT).links(name)
+    depth = pagename.count("/")
+    download = "../" * depth + f"notebooks/{name}.ipynb"
+    bar = (
+        '<div class="vnca-launch" role="navigation" aria-label="run this chapter">'
+        f'<a class="vnca-download" href="{html.escape(download)}" download>Download notebook</a>'
+        f'<a class="vnca-colab" href="{html.escape(links["colab"])}">Open in Colab</a>'
+        f'<a class="vnca-kaggle" href="{html.escape(links["kaggle"])}">Open in Kaggle</a>'
+        "</div>"
+    )
+    context["body"] = bar + context["body"]
 
 
 def _write_assets(app, exception) -> None:
@@ -59,12 +63,14 @@ def _write_assets(app, exception) -> None:
             f"MathJax not found at {MATHJAX}: run `npm ci` in {ROOT} first (the README's setup does)."
         )
     shutil.copytree(MATHJAX, outdir / "mathjax", dirs_exist_ok=True)
-    for docname, nb in chapter_notebooks(Path(app.srcdir), app.env.found_docs).items():
+    repo = repository(ROOT)
+    for docname, path in _chapters(app).items():
         target = outdir / "notebooks" / f"{Path(docname).name}.ipynb"
         target.parent.mkdir(parents=True, exist_ok=True)
-        nbformat.write(nb, target)
+        nbformat.write(notebook(path, repo), target)
 
 
 def setup(app):
+    app.connect("html-page-context", _launch_links)
     app.connect("build-finished", _write_assets)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

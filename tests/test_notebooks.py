@@ -1,0 +1,57 @@
+"""The committed chapter notebooks: in sync with the chapters, valid, output-free, install cell first."""
+
+import shutil
+import sys
+import tomllib
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+import chapter_notebooks  # noqa: E402
+import export  # noqa: E402
+
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def test_notebooks_match_the_chapters():
+    stale, orphaned = chapter_notebooks.check(ROOT)
+    assert not stale and not orphaned, f"run `python tools/chapter_notebooks.py`: stale {stale}, orphaned {orphaned}"
+    chapters = {p.stem for p in export.toc_chapters(ROOT) if chapter_notebooks.is_notebook(p.read_text())}
+    assert "teachers" not in chapters and "train" in chapters
+    assert {p.stem for p in NOTEBOOKS} == chapters
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_is_valid_output_free_and_installs_first(path):
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.outputs == [] and c.execution_count is None for c in code)
+    install = nb.cells[0]
+    assert install.cell_type == "code" and set(install.metadata["tags"]) == {"vnca-install", "remove-cell"}
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    repo = chapter_notebooks.repository(ROOT)
+    assert f"vnca @ git+{repo.url}@v{version}" in install.source
+    assert 'f"jax=={jax.__version__}"' in install.source  # the platform's JAX stays
+    compile(install.source, path.name, "exec")
+    assert sum("vnca-install" in c.metadata.get("tags", []) for c in nb.cells) == 1
+    chapter = (ROOT / "book" / f"{path.stem}.md").read_text()
+    assert "vnca-install" not in chapter  # the book build never sees the install cell
+
+
+def test_links_are_built_from_the_one_repository_setting(tmp_path):
+    links = chapter_notebooks.Repository("https://github.com/someone/vnca", "main", "v1.2.3").links("pool")
+    assert links == {
+        "github": "https://github.com/someone/vnca/blob/main/notebooks/pool.ipynb",
+        "colab": "https://colab.research.google.com/github/someone/vnca/blob/main/notebooks/pool.ipynb",
+        "kaggle": "https://kaggle.com/kernels/welcome?src=https://github.com/someone/vnca/blob/main/notebooks/pool.ipynb",
+    }
+    for name in ("_config.yml", "_toc.yml", "pyproject.toml"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    config = tmp_path / "_config.yml"
+    config.write_text(config.read_text().replace("https://github.com/vnca-book/vnca", "https://gitlab.com/x/y"))
+    with pytest.raises(ValueError, match="repository.url must be https://github.com/<owner>/<repo>"):
+        chapter_notebooks.repository(tmp_path)
