@@ -1,4 +1,6 @@
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -27,13 +29,11 @@ def data_dir():
     return os.environ.get("VNCA_DATA_DIR")
 
 
-VNCA = Path(__import__("sys").executable).parent / "vnca"  # the installed command
+VNCA = Path(sys.executable).parent / "vnca"  # the installed command
 
 
 def vnca_command(*args, timeout=900):
     """Run the installed `vnca` command; return the finished process."""
-    import subprocess
-
     return subprocess.run([str(VNCA), *map(str, args)], capture_output=True, text=True, timeout=timeout)
 
 
