@@ -76,19 +76,22 @@ def test_summary_is_the_mean_and_its_standard_error():
     assert s["images"] == 4 and math.isnan(summarise([-80.0])["standard_error"])
 
 
-def test_results_table_reads_full_scale_records_only(tmp_path):
+def test_results_table_has_a_column_per_scale_and_skips_other_records(tmp_path):
     (tmp_path / "doubling.json").write_text(json.dumps(
-        {"model": "doubling", "scale": "full", "log_likelihood": -84.0712, "standard_error": 0.2549}))
+        {"model": "doubling", "scale": "full", "log_likelihood": -84.0712, "standard_error": 0.2549,
+         "images": 10_000}))
+    (tmp_path / "doubling-laptop.json").write_text(json.dumps(
+        {"model": "doubling", "scale": "laptop", "log_likelihood": -101.5, "standard_error": 0.5, "images": 2_000}))
     (tmp_path / "smoke.json").write_text(json.dumps(
-        {"model": "baseline", "scale": "smoke", "log_likelihood": -150.0, "standard_error": 1.0}))
+        {"model": "baseline", "scale": "smoke", "log_likelihood": -150.0, "standard_error": 1.0, "images": 8}))
     (tmp_path / "other.json").write_text(json.dumps({"not": "a record"}))
     table = results_table(read_records(tmp_path))
     lines = table.splitlines()
-    assert lines[0] == "| model | paper | reproduction | this book |"
-    assert "| doubling VNCA | -84.23 | -84.15 | -84.07 ± 0.25 |" in lines
-    assert "| convolutional baseline | not reported | -84.64 | - |" in lines  # smoke is not a result
-    assert "| non-doubling VNCA | -90.97 | -89.3 | - |" in lines
-    assert "-150.00" in results_table(read_records(tmp_path), scale="smoke")
+    assert lines[0] == "| model | paper | reproduction | this book, full scale | this book, laptop scale |"
+    assert "| doubling VNCA | -84.23 | -84.15 | -84.07 ± 0.25 (10,000 images) | -101.50 ± 0.50 (2,000 images) |" in lines
+    assert "| convolutional baseline | not reported | -84.64 | - | - |" in lines  # smoke is not a result
+    assert "| non-doubling VNCA | -90.97 | -89.3 | - | - |" in lines
+    assert "-150.00" in results_table(read_records(tmp_path), scales=("smoke",))
 
 
 def test_evaluate_command(tmp_path, smoke_run):
@@ -107,7 +110,7 @@ def test_evaluate_command(tmp_path, smoke_run):
     assert again.returncode == 0, again.stderr[-3000:]
     repeated = json.loads((tmp_path / "again.json").read_text())
     assert repeated["log_likelihood"] == pytest.approx(record["log_likelihood"], abs=1e-4)  # seeded per image
-    for bad, message in [([str(tmp_path / "nowhere")], "no such checkpoint file"),
+    for bad, message in [([str(tmp_path / "nowhere")], "no such run or checkpoint"),
                          ([str(run), "--samples", "0"], "at least 1"),
                          ([str(run), "--images", "20000"], "images must be between 1 and 10000")]:
         result = subprocess.run([str(vnca), "evaluate", *bad], capture_output=True, text=True, timeout=900)

@@ -109,4 +109,4 @@ def test_figures_command(tmp_path, smoke_run):
     assert {p.stem for p in out.glob("*.png")} == EXPECTED["nondoubling"]
     missing = subprocess.run([str(vnca), "figures", str(tmp_path / "nowhere"), "--out", str(out)],
                              capture_output=True, text=True, timeout=900)
-    assert missing.returncode == 2 and "no such checkpoint file" in missing.stderr
+    assert missing.returncode == 2 and "no such run or checkpoint" in missing.stderr

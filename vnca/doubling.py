@@ -33,6 +33,7 @@ class DoublingConfig:
     doublings: int = 5
     steps_per_doubling: int = 8
     update_probability: float = 1.0
+    encoder_width: int = 32  # the encoder's first channels (32: the paper's; see `Encoder`)
     remat: bool = False
     unroll: bool | None = None  # unroll the NCA scans (default: on a CPU only; see `run`)
 
@@ -84,4 +85,4 @@ class DoublingDecoder(eqx.Module):
 def doubling_vnca(config: DoublingConfig = DoublingConfig(), *, key: PRNGKeyArray) -> VAE:
     """A doubling VNCA with fresh parameters."""
     encoder_key, decoder_key = jax.random.split(key)
-    return VAE(Encoder(config.latent, key=encoder_key), DoublingDecoder(config, key=decoder_key))
+    return VAE(Encoder(config.latent, width=config.encoder_width, key=encoder_key), DoublingDecoder(config, key=decoder_key))

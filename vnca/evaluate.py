@@ -19,7 +19,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm import tqdm
 
 from vnca.data import load_binarized_mnist
-from vnca.train import CHECKPOINT, MODELS, PAPER_BATCH, SMOKE_MODELS, TrainConfig, data_mesh, load_run, replicate
+from vnca.train import (CHECKPOINT, LAPTOP_RUNS, MODELS, PAPER_BATCH, SMOKE_MODELS, TrainConfig, data_mesh,
+                        load_run, replicate)
 from vnca.vae import VAE, importance_weighted_bound
 
 
@@ -74,6 +75,8 @@ def run_scale(config: TrainConfig, step: int) -> str:
     if (config.model_config == MODELS[config.model][0]() and config.batch_size == PAPER_BATCH[config.model]
             and step >= 100_000):
         return "full"
+    if config.model_config == LAPTOP_RUNS[config.model]["model_config"]:
+        return "laptop"
     return "smoke" if config.model_config == SMOKE_MODELS[config.model] else "custom"
 
 
@@ -82,24 +85,31 @@ def checkpoint_path(run_or_checkpoint: str | Path) -> Path:
     return path / CHECKPOINT if path.is_dir() else path
 
 
-def evaluate_run(run_or_checkpoint: str | Path, *, samples: int = 128, images: int | None = None,
-                 seed: int = 0, chunk: int = 16, batch_size: int | None = None, data=None,
-                 progress: bool = True) -> dict:
-    """The test-set bound of a run's checkpoint, as a record for a JSON file."""
+def evaluate_run(run_or_checkpoint: str | Path, **options) -> dict:
+    """The test-set bound of a run's checkpoint, as a record for a JSON file (options: those of
+    `evaluate_model`)."""
     path = checkpoint_path(run_or_checkpoint)
     state, config = load_run(path)
+    return evaluate_model(state.model, config, int(state.step), str(path), **options)
+
+
+def evaluate_model(model: VAE, config: TrainConfig, step: int, source: str, *, samples: int = 128,
+                   images: int | None = None, seed: int = 0, chunk: int = 16, batch_size: int | None = None,
+                   data=None, progress: bool = True) -> dict:
+    """The test-set bound of a model trained with `config` for `step` steps, as a record; `source`
+    says where the model came from."""
     test = (data or load_binarized_mnist()).test
     if images is not None and not 1 <= images <= len(test):
         raise ValueError(f"images must be between 1 and {len(test)}, got {images}")
     rows = (np.arange(len(test)) if images is None or images == len(test) else
             np.sort(np.random.default_rng(seed).choice(len(test), images, replace=False)))
     start = time.perf_counter()
-    bounds = image_bounds(state.model, test[rows], jax.random.key(seed), samples=samples, chunk=chunk,
+    bounds = image_bounds(model, test[rows], jax.random.key(seed), samples=samples, chunk=chunk,
                           indices=rows, batch_size=batch_size, progress=progress)
     seconds = time.perf_counter() - start
-    return {"model": config.model, "scale": run_scale(config, int(state.step)), **summarise(bounds),
-            "samples": samples, "test_images": len(test), "seed": seed, "step": int(state.step),
-            "checkpoint": str(path), "seconds": seconds, "images_per_second": len(rows) / seconds,
+    return {"model": config.model, "scale": run_scale(config, step), **summarise(bounds),
+            "samples": samples, "test_images": len(test), "seed": seed, "step": step,
+            "checkpoint": source, "seconds": seconds, "images_per_second": len(rows) / seconds,
             "device": jax.devices()[0].device_kind, "devices": jax.device_count(), "jax": jax.__version__}
 
 
@@ -131,14 +141,18 @@ def read_records(folder: str | Path) -> list[dict]:
     return records
 
 
-def results_table(records: list[dict], scale: str = "full") -> str:
-    """A Markdown table: the paper's, the reproduction's and our bounds, from records of `scale`."""
-    ours = {r["model"]: r for r in records if r.get("scale") == scale}
-    rows = ["| model | paper | reproduction | this book |", "|---|---|---|---|"]
+def results_table(records: list[dict], scales: tuple[str, ...] = ("full", "laptop")) -> str:
+    """A Markdown table: the paper's, the reproduction's and our bounds, one column per scale."""
+    ours = {(r.get("scale"), r["model"]): r for r in records}
+    header = "| model | paper | reproduction | " + " | ".join(f"this book, {s} scale" for s in scales) + " |"
+    rows = [header, "|---" * (3 + len(scales)) + "|"]
     for model, (name, paper, reproduction) in PUBLISHED.items():
-        r = ours.get(model)
-        mine = "-" if r is None else f"{r['log_likelihood']:.2f} ± {r['standard_error']:.2f}"
-        rows.append(f"| {name} | {paper} | {reproduction} | {mine} |")
+        mine = []
+        for scale in scales:
+            r = ours.get((scale, model))
+            mine.append("-" if r is None else f"{r['log_likelihood']:.2f} ± {r['standard_error']:.2f} "
+                        f"({r['images']:,} images)")
+        rows.append(f"| {name} | {paper} | {reproduction} | " + " | ".join(mine) + " |")
     return "\n".join(rows)
 
 
@@ -156,14 +170,16 @@ def add_evaluate_command(commands) -> None:
     evaluate = commands.add_parser("evaluate", help="the test-set bound of a run",
                                    description="Evaluate a run's checkpoint on the test set with the "
                                    "importance-weighted bound and write the result as JSON.")
-    evaluate.add_argument("run", type=Path, metavar="RUN_OR_CHECKPOINT")
+    evaluate.add_argument("run", type=Path, metavar="RUN_CHECKPOINT_OR_NAME",
+                          help="a run folder, a checkpoint file, or a shipped model's name")
     evaluate.add_argument("--samples", type=positive_int, default=128, help="importance samples K (default 128)")
     evaluate.add_argument("--images", type=positive_int, help="a random subset of this many test images "
                           "(default: all 10,000)")
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--chunk", type=positive_int, default=16, help="samples decoded at once per image")
     evaluate.add_argument("--batch-size", type=positive_int, help="images per batch (default 8 per device)")
-    evaluate.add_argument("--out", type=Path, help="the JSON file (default: RUN/evaluation.json)")
+    evaluate.add_argument("--out", type=Path, help="the JSON file (default: RUN/evaluation.json, or "
+                          "NAME-evaluation.json for a shipped model)")
     evaluate.add_argument("--data-dir", type=Path, help="a folder with the data files")
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
     evaluate.set_defaults(handler=evaluate_command)
@@ -173,12 +189,15 @@ def evaluate_command(args) -> int:
     """Run `vnca evaluate`; return the exit status."""
     try:
         from vnca.data import load_binarized_mnist
+        from vnca.pretrained import resolve  # shipped models (the laptop chapter)
 
-        path = checkpoint_path(args.run)
-        record = evaluate_run(path, samples=args.samples, images=args.images, seed=args.seed,
-                              chunk=args.chunk, batch_size=args.batch_size,
-                              data=load_binarized_mnist(args.data_dir), progress=not args.no_progress)
-        out = args.out or path.parent / "evaluation.json"
+        model, config, step, source = resolve(args.run)
+        shipped = not args.run.exists()
+        record = evaluate_model(model, config, step, source, samples=args.samples, images=args.images,
+                                seed=args.seed, chunk=args.chunk, batch_size=args.batch_size,
+                                data=load_binarized_mnist(args.data_dir), progress=not args.no_progress)
+        out = args.out or (Path(f"{args.run}-evaluation.json") if shipped
+                           else checkpoint_path(args.run).parent / "evaluation.json")
         write_record(record, out)
     except (ValueError, DataError, CheckpointError) as err:
         print(f"vnca evaluate: error: {err}", file=sys.stderr)

@@ -96,7 +96,7 @@ def check_step(fn) -> bool:
     return passed(f"my_step updates whole cells, {fraction:.0%} of them at p = 0.5")
 
 
-# ---- book/doubling.md, code cell 8 ----
+# ---- book/doubling.md, code cell 9 ----
 import time
 
 import jax
@@ -178,7 +178,7 @@ def check_optimiser(fn) -> bool:
     return passed("my_optimiser clips before Adam")
 
 
-# ---- book/pool.md, code cell 10 ----
+# ---- book/pool.md, code cell 11 ----
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -246,7 +246,7 @@ def check_bound(fn) -> bool:
     return passed("my_bound is the importance-weighted bound, and stable")
 
 
-# ---- book/experiments.md, code cell 22 ----
+# ---- book/experiments.md, code cell 26 ----
 import jax
 import jax.numpy as jnp
 import numpy as np

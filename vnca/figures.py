@@ -76,6 +76,58 @@ def samples(model: VAE, key: jax.Array, n: int = 10, note: str | None = None):
 
 
 # ---- book/experiments.md, code cell 5 ----
+def digit_classifier(grey_images, digits, seed: int = 0, images: int = 30_000):
+    """An MLP classifier of binarized, padded MNIST digits: the yardstick for generated samples."""
+    from sklearn.neural_network import MLPClassifier
+
+    from vnca.data import pad
+
+    rng = np.random.default_rng(seed)
+    rows = rng.choice(len(grey_images), min(images, len(grey_images)), replace=False)
+    binary = rng.random(grey_images[rows].shape) < grey_images[rows] / 255.0
+    x = pad(binary.astype(np.uint8)).reshape(len(rows), -1).astype(np.float32)
+    return MLPClassifier(hidden_layer_sizes=(256,), early_stopping=True, max_iter=30,
+                         random_state=seed).fit(x, np.asarray(digits)[rows])
+
+
+def classified(classifier, images, threshold: float = 0.9) -> dict:
+    """The share of `images` classified with probability >= threshold, and the predicted digits' shares."""
+    p = classifier.predict_proba(np.asarray(images, np.float32).reshape(len(images), -1))
+    digits = np.asarray(classifier.classes_)[p.argmax(-1)]
+    return {"confident": float((p.max(-1) >= threshold).mean()),
+            "digits": np.bincount(digits, minlength=10) / len(images)}
+
+
+def sample_quality(model: VAE, classifier, key: jax.Array, n: int = 1_000) -> dict:
+    """`classified` for n Bernoulli samples of the model's prior samples."""
+    z_key, decode_key, pixel_key = jax.random.split(key, 3)
+    z = prior(model, z_key, n)
+    logits = jnp.concatenate([decode(model, z[i:i + 100], jax.random.fold_in(decode_key, i))
+                              for i in range(0, n, 100)])
+    return classified(classifier, jax.random.bernoulli(pixel_key, jax.nn.sigmoid(logits)))
+
+
+def quality_plot(results: dict, note: str | None = None):
+    """Bars: the share of confident classifications per source, and the spread over digits."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.4), gridspec_kw={"width_ratios": [1, 2]})
+    names = list(results)
+    left.barh(names, [results[k]["confident"] for k in names], color="tab:blue")
+    left.set_xlim(0, 1)
+    left.set_xlabel("share classified with p >= 0.9")
+    left.invert_yaxis()
+    width = 0.8 / len(names)
+    for i, name in enumerate(names):
+        right.bar(np.arange(10) + (i - (len(names) - 1) / 2) * width, results[name]["digits"], width, label=name)
+    right.set_xticks(range(10))
+    right.set_xlabel("predicted digit")
+    right.set_ylabel("share")
+    right.legend(fontsize=8)
+    fig.suptitle("what a digit classifier sees" + (f"\n({note})" if note else ""), fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# ---- book/experiments.md, code cell 7 ----
 def growth(model: VAE, key: jax.Array, note: str | None = None):
     if not isinstance(model.decoder, DoublingDecoder):
         raise ValueError("growth shows the doubling decoder; this model has another")
@@ -87,7 +139,7 @@ def growth(model: VAE, key: jax.Array, note: str | None = None):
     return fig
 
 
-# ---- book/experiments.md, code cell 7 ----
+# ---- book/experiments.md, code cell 9 ----
 def interpolations(model: VAE, pairs: dict, key: jax.Array, steps: int = 8, note: str | None = None):
     """`pairs` maps a row label to two latents; each row decodes `steps` points between them."""
     weights = jnp.linspace(0, 1, steps)[:, None]
@@ -102,7 +154,7 @@ def first_of_digits(labels, digits, seed: int = 0) -> list[int]:
     return [int(rng.choice(np.flatnonzero(np.asarray(labels) == d))) for d in digits]
 
 
-# ---- book/experiments.md, code cell 9 ----
+# ---- book/experiments.md, code cell 11 ----
 def tsne(encodings: dict, labels, seed: int = 0, note: str | None = None):
     """`encodings` maps a model's name to the encoder means of the same images; `labels` their digits."""
     from sklearn.manifold import TSNE
@@ -122,7 +174,7 @@ def tsne(encodings: dict, labels, seed: int = 0, note: str | None = None):
     return fig
 
 
-# ---- book/experiments.md, code cell 11 ----
+# ---- book/experiments.md, code cell 13 ----
 @eqx.filter_jit
 def damage_run(model: VAE, z: jax.Array, key: jax.Array, steps: int = 40):
     """States of `steps` steps from the seed, then `steps` more after damage; shape (n, 2 * steps + 2, ...)."""
@@ -159,7 +211,23 @@ def damage_strip(model: VAE, key: jax.Array, n: int = 8, steps: int = 40, note: 
                       f"{steps} steps, damage, {steps} more steps", note)
 
 
-# ---- book/experiments.md, code cell 13 ----
+# ---- book/experiments.md, code cell 15 ----
+def damage_recovery(model: VAE, images, key: jax.Array, steps: int = 40) -> dict:
+    """log p(x | grid) of each image grown from its encoder mean for `steps` steps ("grown"), right
+    after damage ("damaged") and `steps` steps later ("recovered"), in nats."""
+    from vnca.vae import bernoulli_log_likelihood
+
+    images = jnp.asarray(images, jnp.float32)
+    means = encode(model, images)[0]
+    out = {"grown": [], "damaged": [], "recovered": []}
+    for i in range(0, len(images), 64):
+        states = damage_run(model, means[i:i + 64], jax.random.fold_in(key, i), steps)
+        for name, at in (("grown", steps - 1), ("damaged", steps), ("recovered", -1)):
+            out[name].append(jax.vmap(bernoulli_log_likelihood)(states[:, at, ..., 0], images[i:i + 64]))
+    return {name: np.concatenate(values) for name, values in out.items()}
+
+
+# ---- book/experiments.md, code cell 17 ----
 @eqx.filter_jit
 def grown_states(model: VAE, z: jax.Array) -> jax.Array:
     """The non-doubling decoder's final grids (test-time steps, every cell updating) for latents z."""
@@ -208,7 +276,7 @@ def probe_maps(model: VAE, probe, key: jax.Array, n: int = 8, note: str | None =
     return fig
 
 
-# ---- book/experiments.md, code cell 15 ----
+# ---- book/experiments.md, code cell 19 ----
 def latent_channels(model: VAE, key: jax.Array, channels: int = 16, note: str | None = None):
     state = np.asarray(grown_states(model, prior(model, key, 1)))[0]
     shown = state[..., :channels]
@@ -220,7 +288,7 @@ def latent_channels(model: VAE, key: jax.Array, channels: int = 16, note: str | 
     return fig
 
 
-# ---- book/experiments.md, code cell 17 ----
+# ---- book/experiments.md, code cell 21 ----
 def make_figures(model: VAE, name: str, out, data, labels, key: jax.Array, note: str | None = None,
                  compare: tuple[str, VAE] | None = None, tsne_images: int = 5_000) -> list:
     """Write every figure that applies to `model` into the folder `out`; return the paths."""
@@ -264,7 +332,7 @@ def make_figures(model: VAE, name: str, out, data, labels, key: jax.Array, note:
     return paths
 
 
-# ---- book/experiments.md, code cell 18 ----
+# ---- book/experiments.md, code cell 22 ----
 import argparse
 import sys
 from pathlib import Path
@@ -278,9 +346,10 @@ def add_figures_command(commands) -> None:
     """Add `vnca figures` to the subcommands of an argparse parser."""
     figures = commands.add_parser("figures", help="the paper's figures for a run",
                                   description="Draw every figure that applies to a run's model, as PNG files.")
-    figures.add_argument("run", type=Path, metavar="RUN_OR_CHECKPOINT")
+    figures.add_argument("run", type=Path, metavar="RUN_CHECKPOINT_OR_NAME",
+                         help="a run folder, a checkpoint file, or a shipped model's name")
     figures.add_argument("--out", type=Path, required=True, help="the folder for the PNG files")
-    figures.add_argument("--compare", type=Path, metavar="RUN_OR_CHECKPOINT",
+    figures.add_argument("--compare", type=Path, metavar="RUN_CHECKPOINT_OR_NAME",
                          help="a second run to put beside this one in the t-SNE figure")
     figures.add_argument("--tsne-images", type=positive_int, default=5_000)
     figures.add_argument("--seed", type=int, default=0)
@@ -291,20 +360,20 @@ def add_figures_command(commands) -> None:
 def figures_command(args) -> int:
     """Run `vnca figures`; return the exit status."""
     from vnca.data import load_binarized_mnist, recover_labels
-    from vnca.evaluate import checkpoint_path, run_scale
-    from vnca.train import load_run
+    from vnca.evaluate import run_scale
+    from vnca.pretrained import resolve
 
     try:
-        state, config = load_run(checkpoint_path(args.run))
+        model, config, step, source = resolve(args.run)
         compare = None
         if args.compare:
-            other, other_config = load_run(checkpoint_path(args.compare))
-            compare = (other_config.model, other.model)
+            other, other_config, _, _ = resolve(args.compare)
+            compare = (other_config.model, other)
         data = load_binarized_mnist(args.data_dir)
         labels = recover_labels("test", data_dir=args.data_dir, progress=False).digit
-        scale = run_scale(config, int(state.step))
-        note = None if scale == "full" else f"{scale} run, step {int(state.step):,}: not the paper's model"
-        paths = make_figures(state.model, config.model, args.out, data, labels, jax.random.key(args.seed),
+        scale = run_scale(config, step)
+        note = None if scale == "full" else f"{scale} scale ({source}, step {step:,}): not the paper's model"
+        paths = make_figures(model, config.model, args.out, data, labels, jax.random.key(args.seed),
                              note=note, compare=compare, tsne_images=args.tsne_images)
     except (ValueError, DataError, CheckpointError) as err:
         print(f"vnca figures: error: {err}", file=sys.stderr)

@@ -2,7 +2,7 @@
 # edit the chapter named above each block, then run `python tools/export.py`.
 
 
-# ---- book/doubling.md, code cell 6 ----
+# ---- book/doubling.md, code cell 7 ----
 """The non-doubling VNCA: the latent in every cell of a 32x32 grid, then T NCA steps."""
 
 from dataclasses import dataclass
@@ -27,6 +27,7 @@ class NonDoublingConfig:
     max_steps: int = 64
     test_steps: int = 36
     update_probability: float = 1.0
+    encoder_width: int = 32  # the encoder's first channels (32: the paper's; see `Encoder`)
     remat: bool = False
     unroll: bool | None = None  # unroll the NCA scan (default: on a CPU only; see `run`)
 
@@ -68,4 +69,4 @@ def sample_steps(key: PRNGKeyArray, config: NonDoublingConfig) -> Array:
 def nondoubling_vnca(config: NonDoublingConfig = NonDoublingConfig(), *, key: PRNGKeyArray) -> VAE:
     """A non-doubling VNCA with fresh parameters."""
     encoder_key, decoder_key = jax.random.split(key)
-    return VAE(Encoder(config.latent, key=encoder_key), NonDoublingDecoder(config, key=decoder_key))
+    return VAE(Encoder(config.latent, width=config.encoder_width, key=encoder_key), NonDoublingDecoder(config, key=decoder_key))

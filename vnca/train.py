@@ -47,6 +47,18 @@ SMOKE_MODELS = {
     "doubling": DoublingConfig(latent=16, hidden=16, residual_blocks=1),
     "nondoubling": NonDoublingConfig(latent=16, hidden=16, min_steps=8, max_steps=16, test_steps=12),
 }
+# The laptop recipes: the paper's structure at a width that trains on a 2-core CPU in under an
+# hour (chosen by measurement in the chapter "A VNCA on a laptop").
+LAPTOP_RUNS = {
+    "baseline": dict(model_config=BaselineConfig(latent=32, encoder_width=16, decoder_width=16),
+                     batch_size=32, learning_rate=1e-3, steps=4_000),
+    "doubling": dict(model_config=DoublingConfig(latent=32, hidden=32, residual_blocks=1, encoder_width=16),
+                     batch_size=16, learning_rate=1e-3, steps=7_000),
+    "nondoubling": dict(model_config=NonDoublingConfig(latent=32, hidden=32, min_steps=16, max_steps=24,
+                                                       test_steps=20, encoder_width=16),
+                        batch_size=8, learning_rate=1e-3, steps=3_600, pool_size=128),
+}
+PROFILES = ("smoke", "laptop", "full")
 
 
 @dataclass(frozen=True)
@@ -101,17 +113,20 @@ class TrainConfig:
 
 
 def train_config(model: str, profile: str, **overrides) -> TrainConfig:
-    """The paper's run (`full`) or a small one that trains on a CPU in seconds (`smoke`)."""
+    """The paper's run (`full`), a laptop-scale one (`laptop`: under an hour on a 2-core CPU) or a
+    small one that trains on a CPU in seconds (`smoke`)."""
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}; expected one of {', '.join(MODELS)}")
     if profile == "full":
         base = dict(model_config=MODELS[model][0](), batch_size=PAPER_BATCH[model],
                     pool_size=1024 if model == "nondoubling" else 0)
+    elif profile == "laptop":
+        base = dict(steps_per_call=10, log_every=50, checkpoint_every=500, **LAPTOP_RUNS[model])
     elif profile == "smoke":
         base = dict(model_config=SMOKE_MODELS[model], batch_size=8, steps=40, steps_per_call=5,
                     log_every=5, checkpoint_every=20, pool_size=32 if model == "nondoubling" else 0)
     else:
-        raise ValueError(f"unknown profile {profile!r}; expected 'smoke' or 'full'")
+        raise ValueError(f"unknown profile {profile!r}; expected one of {', '.join(PROFILES)}")
     return TrainConfig(model=model, **{**base, **overrides})
 
 
@@ -373,8 +388,9 @@ def add_train_command(commands) -> None:
     train = commands.add_parser("train", help="train a model", description="Train a model and save "
                                 "checkpoints and metrics into --out.")
     train.add_argument("--model", required=True, choices=list(MODELS))
-    train.add_argument("--profile", default="full", choices=["smoke", "full"],
-                       help="smoke: a small model for a CPU; full: the paper's (default)")
+    train.add_argument("--profile", default="full", choices=list(PROFILES),
+                       help="smoke: a small model for tests (seconds); laptop: a narrower model that "
+                       "trains on a 2-core CPU in under an hour; full: the paper's (default)")
     train.add_argument("--out", required=True, type=Path, help="the run's folder")
     train.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     train.add_argument("--steps", type=positive_int, help="total training steps (default: the profile's)")

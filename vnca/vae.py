@@ -22,6 +22,12 @@ ENCODER_CHANNELS = (1, 32, 64, 128, 256, 512)
 ENCODER_STRIDES = (1, 2, 2, 2, 2)
 
 
+def encoder_channels(width: int = 32) -> tuple[int, ...]:
+    """The encoder's channels, input first: the paper's (1, 32, ..., 512) for width 32; a laptop
+    model narrows them all by the same factor."""
+    return (1, *(width * 2**i for i in range(len(ENCODER_STRIDES))))
+
+
 class Encoder(eqx.Module):
     """q(z|x): five 5x5 convolutions with ELU (32x32 down to 2x2), then a linear layer to the
     mean and log standard deviation of a diagonal Gaussian."""
@@ -29,13 +35,14 @@ class Encoder(eqx.Module):
     convs: tuple[Conv, ...]
     linear: eqx.nn.Linear
 
-    def __init__(self, latent: int, *, key: PRNGKeyArray):
+    def __init__(self, latent: int, *, width: int = 32, key: PRNGKeyArray):
+        channels = encoder_channels(width)
         keys = jax.random.split(key, len(ENCODER_STRIDES) + 1)
         self.convs = tuple(
             Conv(c_in, c_out, 5, stride=stride, padding=2, key=k)
-            for c_in, c_out, stride, k in zip(ENCODER_CHANNELS, ENCODER_CHANNELS[1:], ENCODER_STRIDES, keys)
+            for c_in, c_out, stride, k in zip(channels, channels[1:], ENCODER_STRIDES, keys)
         )
-        self.linear = eqx.nn.Linear(2 * 2 * ENCODER_CHANNELS[-1], 2 * latent, key=keys[-1])
+        self.linear = eqx.nn.Linear(2 * 2 * channels[-1], 2 * latent, key=keys[-1])
 
     def __call__(self, x: Float[Array, "32 32"]) -> tuple[Float[Array, " z"], Float[Array, " z"]]:
         h = x[..., None].astype(self.linear.weight.dtype)  # images may come as uint8

@@ -1,0 +1,149 @@
+"""The laptop-scale models shipped with the package: recipes, verified loading, their records."""
+
+import json
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import ROOT, vnca_command
+from vnca import pretrained
+from vnca.baseline import ConvDecoder
+from vnca.doubling import DoublingDecoder
+from vnca.evaluate import image_bounds
+from vnca.nondoubling import NonDoublingDecoder
+from vnca.train import LAPTOP_RUNS, MODELS, init_state, train_config
+
+SHIPPED = ["baseline-laptop", "doubling-laptop", "nondoubling-laptop"]
+
+
+def test_laptop_recipes_keep_the_papers_structure():
+    for model in LAPTOP_RUNS:
+        config = train_config(model, "laptop")  # validated by TrainConfig itself
+        assert config.model == model and config.steps >= 1_000 and config.learning_rate == 1e-3
+        state = init_state(config)
+        decoder = state.model.decoder
+        if model == "doubling":
+            assert isinstance(decoder, DoublingDecoder)
+            assert (decoder.config.doublings, decoder.config.steps_per_doubling) == (5, 8)  # 1x1 -> 32x32
+        elif model == "nondoubling":
+            assert isinstance(decoder, NonDoublingDecoder) and decoder.config.side == 32
+            assert config.pool_size > 0 and config.batch_size % 4 == 0  # pool rows and damage
+            assert decoder.config.min_steps >= decoder.config.side // 2  # the centre hears of the edge
+        else:
+            assert isinstance(decoder, ConvDecoder) and all(layer.transposed for layer in decoder.upsample)
+    with pytest.raises(ValueError, match="smoke, laptop, full"):
+        train_config("doubling", "desktop")
+
+
+def test_the_manifest_lists_the_three_laptop_models_with_their_facts():
+    assert pretrained.names() == SHIPPED
+    total = 0
+    for name, entry in pretrained.manifest().items():
+        assert entry["recipe"] == train_config(entry["model"], "laptop").to_json()  # the recipe as published
+        assert entry["step"] == entry["recipe"]["steps"]
+        evaluation = entry["evaluation"]
+        assert evaluation["samples"] == 128 and evaluation["images"] >= 2_000
+        assert evaluation["log_likelihood"] < 0 and 0 < evaluation["standard_error"] < 2
+        record = json.loads((ROOT / "results" / f"{name}.json").read_text())
+        assert record["scale"] == "laptop" and record["log_likelihood"] == evaluation["log_likelihood"]
+        assert 0 < entry["training"]["wall_seconds"] <= 45 * 60  # the laptop budget
+        assert (ROOT / "results" / "laptop" / name / "metrics.jsonl").is_file()
+        total += entry["bytes"]
+    assert total <= 20 * 2**20
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_model_loads_and_its_bound_agrees_with_its_record(name, data_dir):
+    from vnca.data import load_binarized_mnist
+
+    model, entry = pretrained.load_with_entry(name)
+    assert type(model) is type(init_state(train_config(entry["model"], "laptop")).model)
+    e = entry["evaluation"]
+    # The record's images: the same random subset `evaluate_model` drew, each sampling from
+    # fold_in(key(seed), index), so these are exactly 16 of the bounds the record averaged.
+    rows = np.sort(np.random.default_rng(e["seed"]).choice(e["test_images"], e["images"], replace=False))[:16]
+    test = load_binarized_mnist().test
+    bounds = image_bounds(model, test[rows], jax.random.key(e["seed"]), samples=128, indices=rows)
+    spread = e["standard_error"] * np.sqrt(e["images"])  # the per-image standard deviation
+    assert abs(bounds.mean() - e["log_likelihood"]) < 4 * spread / np.sqrt(len(rows)), (bounds.mean(), e)
+
+
+@pytest.fixture
+def copied(tmp_path):
+    folder = tmp_path / "weights"
+    shutil.copytree(pretrained.WEIGHTS, folder)
+    return folder
+
+
+def test_a_changed_byte_is_refused(copied):
+    path = copied / "doubling-laptop.vnca"
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 1
+    path.write_bytes(bytes(raw))
+    with pytest.raises(pretrained.PretrainedError, match="doubling-laptop.vnca.*SHA-256"):
+        pretrained.load("doubling-laptop", folder=copied)
+    assert pretrained.load("baseline-laptop", folder=copied) is not None  # the others still load
+
+
+def test_a_truncated_or_missing_file_is_refused(copied):
+    path = copied / "baseline-laptop.vnca"
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(pretrained.PretrainedError, match="baseline-laptop.vnca.*does not match"):
+        pretrained.load("baseline-laptop", folder=copied)
+    path.unlink()
+    with pytest.raises(pretrained.PretrainedError, match="baseline-laptop.vnca: the weight file .* missing"):
+        pretrained.load("baseline-laptop", folder=copied)
+
+
+def test_a_file_that_matches_its_checksum_but_not_its_recipe_is_refused(copied):
+    manifest = json.loads((copied / "manifest.json").read_text())
+    manifest["models"]["doubling-laptop"]["recipe"]["model_config"]["hidden"] = 64
+    (copied / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(pretrained.PretrainedError, match="recipe in the file is not the manifest's"):
+        pretrained.load("doubling-laptop", folder=copied)
+
+
+def test_another_models_file_under_a_name_is_refused(copied):
+    manifest = json.loads((copied / "manifest.json").read_text())
+    entry = manifest["models"]["doubling-laptop"]
+    other = manifest["models"]["baseline-laptop"]
+    entry.update(file=other["file"], bytes=other["bytes"], sha256=other["sha256"])
+    (copied / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(pretrained.PretrainedError, match="recipe in the file is not the manifest's"):
+        pretrained.load("doubling-laptop", folder=copied)
+
+
+def test_unknown_names_and_a_missing_manifest_say_what_there_is(copied):
+    with pytest.raises(pretrained.PretrainedError, match="no shipped model named 'doubling'.*doubling-laptop"):
+        pretrained.load("doubling", folder=copied)
+    (copied / "manifest.json").unlink()
+    with pytest.raises(pretrained.PretrainedError, match="no manifest"):
+        pretrained.load("doubling-laptop", folder=copied)
+
+
+def test_commands_take_a_shipped_name(tmp_path, data_dir):
+    out = tmp_path / "record.json"
+    done = vnca_command("evaluate", "baseline-laptop", "--images", "8", "--samples", "4", "--out", out,
+                        "--no-progress")
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads(out.read_text())
+    assert record["model"] == "baseline" and record["scale"] == "laptop" and record["images"] == 8
+    assert record["checkpoint"] == "shipped model baseline-laptop"
+    wrong = vnca_command("evaluate", "doubling-desktop", "--images", "8")
+    assert wrong.returncode == 2 and "no shipped model of that name" in wrong.stderr
+
+
+def test_a_wheel_of_the_repository_carries_the_weights(tmp_path):
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                            "--wheel-dir", str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=600)
+    assert built.returncode == 0, built.stderr[-3000:]
+    (wheel,) = tmp_path.glob("vnca-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    expected = {"vnca/weights/manifest.json", *(f"vnca/weights/{e['file']}" for e in pretrained.manifest().values())}
+    assert expected <= names, expected - names

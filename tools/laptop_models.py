@@ -1,0 +1,80 @@
+"""Train, evaluate and ship the laptop-scale models (the chapter "A VNCA on a laptop").
+
+    python tools/laptop_models.py doubling baseline nondoubling   # in that order, resumable
+
+For each model: `vnca train --profile laptop` into runs/<model>-laptop (resumed if stopped, its wall
+time added up in training.json), `vnca evaluate` with K = 128 on 2,000 random test images into
+results/<model>-laptop.json, the run's curve and facts copied to results/laptop/<model>-laptop/,
+and the weights shipped into vnca/weights/ with `vnca.pretrained.ship`. A step whose output exists
+is skipped, so the command can be run again after any stop.
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VNCA = str(Path(sys.executable).parent / "vnca")
+
+
+def train(model: str, run: Path) -> dict:
+    from vnca.checkpoint import read_metadata
+    from vnca.pretrained import git_commit
+    from vnca.train import CHECKPOINT, train_config
+
+    facts_path = run / "training.json"
+    facts = json.loads(facts_path.read_text()) if facts_path.exists() else {"wall_seconds": 0.0, "sessions": []}
+    steps = train_config(model, "laptop").steps
+    checkpoint = run / CHECKPOINT
+    if checkpoint.exists() and read_metadata(checkpoint)["step"] >= steps:
+        return facts
+    start = time.time()
+    args = [VNCA, "train", "--model", model, "--profile", "laptop", "--out", str(run), "--no-progress"]
+    result = subprocess.run(args + (["--resume"] if checkpoint.exists() else []))
+    seconds = time.time() - start
+    facts["wall_seconds"] += seconds
+    facts["sessions"].append({"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start)),
+                              "seconds": seconds, "commit": git_commit(ROOT)})
+    facts.update(cpus=os.cpu_count(), processor=platform.processor() or platform.machine(),
+                 steps=read_metadata(checkpoint)["step"] if checkpoint.exists() else 0)
+    facts_path.write_text(json.dumps(facts, indent=2))
+    if result.returncode:
+        sys.exit(f"vnca train ended with status {result.returncode}; run this again to resume")
+    return facts
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("models", nargs="+", choices=["baseline", "doubling", "nondoubling"])
+    parser.add_argument("--runs", type=Path, default=ROOT / "runs")
+    parser.add_argument("--images", type=int, default=2_000)
+    args = parser.parse_args()
+    from vnca import pretrained
+
+    for model in args.models:
+        name = f"{model}-laptop"
+        run = args.runs / name
+        facts = train(model, run)
+        record_path = ROOT / "results" / f"{name}.json"
+        if not record_path.exists():
+            subprocess.run([VNCA, "evaluate", str(run), "--images", str(args.images), "--out", str(record_path),
+                            "--no-progress"], check=True)
+        kept = ROOT / "results" / "laptop" / name
+        kept.mkdir(parents=True, exist_ok=True)
+        for file in ("metrics.jsonl", "metrics.png", "config.json", "training.json"):
+            shutil.copy(run / file, kept / file)
+        entry = pretrained.ship(name, run, json.loads(record_path.read_text()),
+                                training={k: facts[k] for k in ("wall_seconds", "cpus", "processor")})
+        print(f"shipped {name}: {entry['bytes'] / 1e6:.1f} MB, bound {entry['evaluation']['log_likelihood']:.2f}"
+              f" ± {entry['evaluation']['standard_error']:.2f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
