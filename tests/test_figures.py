@@ -110,3 +110,40 @@ def test_figures_command(tmp_path, smoke_run):
     missing = subprocess.run([str(vnca), "figures", str(tmp_path / "nowhere"), "--out", str(out)],
                              capture_output=True, text=True, timeout=900)
     assert missing.returncode == 2 and "no such run or checkpoint" in missing.stderr
+
+
+def test_damage_recovery_scores_the_three_moments(tiny_data):
+    from vnca.figures import damage_recovery
+    from vnca.vae import bernoulli_log_likelihood
+
+    images = tiny_data[0].test[:5]
+    config = NonDoublingConfig(latent=8, hidden=8, min_steps=2, max_steps=4, test_steps=3)
+    untrained = nondoubling_vnca(config, key=jax.random.key(0))  # its update is exactly zero
+    scores = damage_recovery(untrained, images, jax.random.key(1), steps=3)
+    assert {k: v.shape for k, v in scores.items()} == {k: (5,) for k in ("grown", "damaged", "recovered")}
+    np.testing.assert_allclose(scores["recovered"], scores["damaged"])  # nothing regrows without a rule
+    means = jax.vmap(untrained.encoder)(jnp.asarray(images, jnp.float32))[0]
+    seeds = jax.vmap(untrained.decoder.seed)(means)
+    expected = jax.vmap(bernoulli_log_likelihood)(seeds[..., 0], jnp.asarray(images, jnp.float32))
+    np.testing.assert_allclose(scores["grown"], expected, rtol=1e-5)
+    trained = damage_recovery(_perturbed(untrained), images, jax.random.key(1), steps=3)
+    assert not np.allclose(trained["recovered"], trained["damaged"])
+
+
+def test_sample_quality_counts_confident_classifications(tiny_data):
+    from sklearn.linear_model import LogisticRegression
+
+    from vnca.figures import classified, quality_plot, sample_quality
+
+    images, labels = tiny_data[0].test, tiny_data[1]
+    classifier = LogisticRegression(max_iter=200).fit(images.reshape(len(images), -1).astype(np.float32), labels)
+    confident = classified(classifier, images, threshold=0.0)
+    assert confident["confident"] == 1.0 and confident["digits"].sum() == pytest.approx(1.0)
+    assert classified(classifier, images, threshold=1.01)["confident"] == 0.0
+    model = _perturbed(doubling_vnca(DoublingConfig(latent=8, hidden=8, residual_blocks=1), key=jax.random.key(0)))
+    quality = sample_quality(model, classifier, jax.random.key(2), n=30)
+    assert 0 <= quality["confident"] <= 1 and quality["digits"].shape == (10,)
+    assert quality["digits"].sum() == pytest.approx(1.0)
+    fig = quality_plot({"test digits": confident, "samples": quality}, note="tiny")
+    assert len(fig.axes) == 2
+    plt.close(fig)

@@ -51,12 +51,12 @@ SMOKE_MODELS = {
 # hour (chosen by measurement in the chapter "A VNCA on a laptop").
 LAPTOP_RUNS = {
     "baseline": dict(model_config=BaselineConfig(latent=32, encoder_width=16, decoder_width=16),
-                     batch_size=32, learning_rate=1e-3, steps=4_000),
+                     batch_size=32, learning_rate=1e-3, steps=3_000),
     "doubling": dict(model_config=DoublingConfig(latent=32, hidden=32, residual_blocks=1, encoder_width=16),
                      batch_size=16, learning_rate=1e-3, steps=7_000),
     "nondoubling": dict(model_config=NonDoublingConfig(latent=32, hidden=32, min_steps=16, max_steps=24,
                                                        test_steps=20, encoder_width=16),
-                        batch_size=8, learning_rate=1e-3, steps=3_600, pool_size=128),
+                        batch_size=8, learning_rate=1e-3, steps=3_000, pool_size=128),
 }
 PROFILES = ("smoke", "laptop", "full")
 
