@@ -77,6 +77,21 @@ def test_data_chapter_shows_its_figures_and_results(site):
         assert name in html, f"data chapter output lacks {name!r}"
 
 
+def test_pages_show_the_shipped_laptop_models(site):
+    import json
+
+    intro = (site / "book" / "intro.html").read_text()
+    assert "this book, laptop scale" in intro
+    for model in ("baseline", "doubling", "nondoubling"):
+        record = json.loads((ROOT / "results" / f"{model}-laptop.json").read_text())
+        assert f"{record['log_likelihood']:.2f} ± {record['standard_error']:.2f}" in intro, model
+    for page in ("doubling", "pool", "evaluate", "laptop", "experiments"):
+        html = (site / "book" / f"{page}.html").read_text()
+        assert "laptop" in html and "SMOKE-TRAINED" not in html, page
+    experiments = (site / "book" / "experiments.html").read_text()
+    assert "classified with p &gt;= 0.9" in experiments and "share of the damage" in experiments
+
+
 def test_notebooks_are_published_without_outputs(site):
     for page in CHAPTERS:
         path = site / "notebooks" / f"{Path(page).name}.ipynb"

@@ -124,11 +124,15 @@ def resolve(run_or_name: str | Path) -> tuple[VAE, TrainConfig, int, str]:
     """A run folder, a checkpoint file or a shipped model's name -> (model, its training
     configuration, its step, a description). The commands take either."""
     path = Path(run_or_name)
-    if not path.exists() and str(run_or_name) in names():
+    if not path.exists():
+        try:
+            shipped = names()
+        except PretrainedError:  # an incomplete installation: say so only if a name was meant
+            shipped = []
+        if str(run_or_name) not in shipped:
+            raise PretrainedError(f"{path}: no such run or checkpoint, and no shipped model of that name "
+                                  f"(shipped: {', '.join(shipped) or 'none found'})")
         model, entry = load_with_entry(str(run_or_name))
         return model, TrainConfig.from_json(entry["recipe"]), entry["step"], f"shipped model {run_or_name}"
-    if not path.exists():
-        raise PretrainedError(f"{path}: no such run or checkpoint, and no shipped model of that name "
-                              f"(shipped: {', '.join(names())})")
     state, config = load_run(path / "checkpoint.vnca" if path.is_dir() else path)
     return state.model, config, int(state.step), str(path)
