@@ -26,7 +26,7 @@ SHIPPED = ["baseline-laptop", "doubling-laptop", "nondoubling-laptop"]
 def test_laptop_recipes_keep_the_papers_structure():
     for model in LAPTOP_RUNS:
         config = train_config(model, "laptop")  # validated by TrainConfig itself
-        assert config.model == model and config.steps >= 1_000 and config.learning_rate == 1e-3
+        assert config.model == model and config.steps >= 1_000 and 1e-4 <= config.learning_rate <= 1e-3
         state = init_state(config)
         decoder = state.model.decoder
         if model == "doubling":
