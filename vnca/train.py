@@ -56,7 +56,7 @@ LAPTOP_RUNS = {
                      batch_size=16, learning_rate=1e-3, steps=7_000),
     "nondoubling": dict(model_config=NonDoublingConfig(latent=32, hidden=32, min_steps=16, max_steps=24,
                                                        test_steps=20, encoder_width=16),
-                        batch_size=8, learning_rate=2e-4, steps=6_000, pool_size=128),
+                        batch_size=8, learning_rate=1e-4, steps=7_000, pool_size=128),
 }
 PROFILES = ("smoke", "laptop", "full")
 
