@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from vnca.nondoubling import NonDoublingConfig, nondoubling_vnca
-from vnca.pool import Pool, damage, empty_pool, pool_rows, pooled_batch_elbo, return_to_pool
+from vnca.pool import Pool, damage, empty_pool, pool_rows, pooled_batch_elbo, return_to_pool, state_overflow
 from vnca.vae import batch_elbo, kl_to_standard_normal
 
 CONFIG = NonDoublingConfig(latent=8, hidden=8, min_steps=2, max_steps=4, test_steps=3)
@@ -153,3 +153,34 @@ def test_pool_configuration_errors_are_clear():
         train_config("nondoubling", "smoke", pool_size=-8)
     assert train_config("nondoubling", "full").pool_size == 1024
     assert train_config("nondoubling", "smoke", pool_size=0).pool_size == 0
+
+
+def test_state_overflow_counts_only_hidden_channels_beyond_the_bound():
+    finals = jnp.zeros((2, 4, 4, 3))
+    finals = finals.at[0, 0, 0, 0].set(100.0)  # a logit: never penalised
+    finals = finals.at[0, 1, 1, 1].set(5.0)  # 2 beyond +3
+    finals = finals.at[1, 2, 2, 2].set(-4.0)  # 1 beyond -3
+    finals = finals.at[1, 3, 3, 1].set(2.9)  # inside
+    assert float(state_overflow(finals)) == pytest.approx((2.0 + 1.0) / 2)
+
+
+def test_state_penalty_enters_the_loss_and_needs_a_pool():
+    import dataclasses
+
+    from vnca.train import init_state, train_config, train_step
+
+    with pytest.raises(ValueError, match="state_penalty must be 0, or positive with a pool"):
+        train_config("nondoubling", "smoke", pool_size=0, state_penalty=1.0)
+    with pytest.raises(ValueError, match="state_penalty must be 0"):
+        train_config("nondoubling", "smoke", state_penalty=-1.0)
+    base = train_config("nondoubling", "smoke", model_config=CONFIG, batch_size=4, pool_size=8)
+    batch = jnp.asarray(np.random.default_rng(0).integers(0, 2, (4, 32, 32)), jnp.float32)
+    state = init_state(base)
+    # Fill the pool with states far outside the bound, so that the pool rows carry overflow.
+    state = eqx.tree_at(lambda s: (s.pool.states, s.pool.filled), state,
+                        (jnp.full_like(state.pool.states, 10.0), jnp.ones_like(state.pool.filled)))
+    _, without = train_step(base, state, batch)
+    _, penalised = train_step(dataclasses.replace(base, state_penalty=0.5), state, batch)
+    assert float(without["overflow"]) > 0
+    assert float(penalised["overflow"]) == pytest.approx(float(without["overflow"]))
+    assert float(penalised["loss"]) == pytest.approx(float(without["loss"]) + 0.5 * float(without["overflow"]), rel=1e-5)

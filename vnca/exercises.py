@@ -178,7 +178,7 @@ def check_optimiser(fn) -> bool:
     return passed("my_optimiser clips before Adam")
 
 
-# ---- book/pool.md, code cell 11 ----
+# ---- book/pool.md, code cell 12 ----
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -100,3 +100,10 @@ def return_to_pool(pool: Pool, targets: Float[Array, "b side side"], finals: Flo
     order = jax.random.permutation(key, pool.filled.shape[0])
     pool = jax.tree.map(lambda a: a[order], pool)
     return pool if sharding is None else jax.lax.with_sharding_constraint(pool, sharding)
+
+
+# ---- book/pool.md, code cell 5 ----
+def state_overflow(finals: Float[Array, "b side side c"], bound: float = 3.0) -> Float[Array, ""]:
+    """Sum over cells and hidden channels (all but channel 0, the logits) of how far the final
+    grids stray beyond +-bound, averaged over the batch."""
+    return jax.nn.relu(jnp.abs(finals[..., 1:]) - bound).sum(axis=(1, 2, 3)).mean()

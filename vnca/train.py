@@ -26,7 +26,7 @@ from vnca.data import batches, load_binarized_mnist
 from vnca.doubling import DoublingConfig, doubling_vnca
 from vnca.nca import scan
 from vnca.nondoubling import NonDoublingConfig, nondoubling_vnca, sample_steps
-from vnca.pool import Pool, empty_pool, pooled_batch_elbo, return_to_pool
+from vnca.pool import Pool, empty_pool, pooled_batch_elbo, return_to_pool, state_overflow
 from vnca.vae import VAE, batch_elbo
 
 
@@ -54,9 +54,9 @@ LAPTOP_RUNS = {
                      batch_size=32, learning_rate=1e-3, steps=3_000),
     "doubling": dict(model_config=DoublingConfig(latent=32, hidden=32, residual_blocks=1, encoder_width=16),
                      batch_size=16, learning_rate=1e-3, steps=7_000),
-    "nondoubling": dict(model_config=NonDoublingConfig(latent=32, hidden=32, min_steps=16, max_steps=24,
-                                                       test_steps=20, encoder_width=16),
-                        batch_size=8, learning_rate=1e-4, steps=7_000, pool_size=128),
+    "nondoubling": dict(model_config=NonDoublingConfig(latent=32, hidden=32, min_steps=28, max_steps=40,
+                                                       test_steps=32, encoder_width=16),
+                        batch_size=8, learning_rate=1e-3, steps=4_500, pool_size=128, state_penalty=1.0),
 }
 PROFILES = ("smoke", "laptop", "full")
 
@@ -76,6 +76,7 @@ class TrainConfig:
     checkpoint_every: int = 2_000
     seed: int = 0
     pool_size: int = 0  # the non-doubling model's pool of grown states; 0: no pool
+    state_penalty: float = 0.0  # not the paper's: see "state_penalty" in the laptop chapter; 0: none
 
     def __post_init__(self):
         if self.model not in MODELS:
@@ -102,6 +103,8 @@ class TrainConfig:
             if self.pool_size % self.batch_size:
                 raise ValueError(f"pool_size ({self.pool_size}) must be a multiple of batch_size "
                                  f"({self.batch_size}), or 0 for no pool")
+        if self.state_penalty < 0 or (self.state_penalty and not self.pool_size):
+            raise ValueError(f"state_penalty must be 0, or positive with a pool; got {self.state_penalty}")
 
     def to_json(self) -> dict:
         return {**dataclasses.asdict(self), "model_config": dataclasses.asdict(self.model_config)}
@@ -158,9 +161,10 @@ def train_step(config: TrainConfig, state: TrainState, batch: jax.Array, pool_sh
             terms, returned = batch_elbo(model, batch, elbo_key, steps=steps), None
         else:
             terms, *returned = pooled_batch_elbo(model, state.pool, batch, elbo_key, damage_key, steps)
-        return -terms.elbo, (terms, returned)
+        overflow = 0.0 if state.pool is None else state_overflow(returned[0])
+        return -terms.elbo + config.state_penalty * overflow, (terms, returned, overflow)
 
-    (value, (terms, returned)), grads = eqx.filter_value_and_grad(loss, has_aux=True)(state.model)
+    (value, (terms, returned, overflow)), grads = eqx.filter_value_and_grad(loss, has_aux=True)(state.model)
     opt = optimiser(config.learning_rate, config.clip_norm)
     params = eqx.filter(state.model, eqx.is_inexact_array)
     updates, opt_state = opt.update(grads, state.opt_state, params)
@@ -170,6 +174,7 @@ def train_step(config: TrainConfig, state: TrainState, batch: jax.Array, pool_sh
     pool = state.pool
     if pool is not None:
         finals, targets, metrics["pool_rows"] = returned
+        metrics["overflow"] = overflow
         pool = return_to_pool(pool, targets, finals, shuffle_key, pool_sharding)
     return TrainState(eqx.apply_updates(state.model, updates), opt_state, state.step + 1, pool), metrics
 
