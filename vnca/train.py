@@ -405,6 +405,9 @@ def add_train_command(commands) -> None:
                        "(default: the profile's, 1024 in full)")
     train.add_argument("--update-probability", type=probability, help="VNCAs only: the chance that a "
                        "cell updates at a step (default 1)")
+    train.add_argument("--state-penalty", type=float, help="non-doubling with a pool only: weight of the "
+                       "penalty on hidden channels beyond +-3, not in the paper (default: the profile's, "
+                       "1 in laptop, else 0)")
     train.add_argument("--data-dir", type=Path, help="a folder with the data files (else "
                        "$VNCA_DATA_DIR, else download)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -414,7 +417,8 @@ def add_train_command(commands) -> None:
 def train_command(args) -> int:
     """Run `vnca train`; return the exit status."""
     overrides = {k: v for k, v in [("steps", args.steps), ("batch_size", args.batch_size),
-                                   ("seed", args.seed), ("pool_size", args.pool_size)] if v is not None}
+                                   ("seed", args.seed), ("pool_size", args.pool_size),
+                                   ("state_penalty", args.state_penalty)] if v is not None}
     try:
         config = train_config(args.model, args.profile, **overrides)
         if args.update_probability is not None:
