@@ -15,13 +15,14 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+import vnca
 from vnca import checkpoint
 from vnca.checkpoint import CheckpointError
 from vnca.evaluate import write_record
 from vnca.train import MODELS, TrainConfig, load_run
 from vnca.vae import VAE
 
-WEIGHTS = Path(__file__).resolve().parent / "weights"
+WEIGHTS = Path(vnca.__file__).resolve().parent / "weights"  # inside the installed package
 MANIFEST = "manifest.json"
 
 
