@@ -76,7 +76,7 @@ class TrainConfig:
     checkpoint_every: int = 2_000
     seed: int = 0
     pool_size: int = 0  # the non-doubling model's pool of grown states; 0: no pool
-    state_penalty: float = 0.0  # not the paper's: see "state_penalty" in the laptop chapter; 0: none
+    state_penalty: float = 0.0  # not the paper's (see the pool chapter); 0: none
 
     def __post_init__(self):
         if self.model not in MODELS:
@@ -162,6 +162,8 @@ def train_step(config: TrainConfig, state: TrainState, batch: jax.Array, pool_sh
         else:
             terms, *returned = pooled_batch_elbo(model, state.pool, batch, elbo_key, damage_key, steps)
         overflow = 0.0 if state.pool is None else state_overflow(returned[0])
+        if not config.state_penalty:  # the paper's objective, exactly
+            return -terms.elbo, (terms, returned, overflow)
         return -terms.elbo + config.state_penalty * overflow, (terms, returned, overflow)
 
     (value, (terms, returned, overflow)), grads = eqx.filter_value_and_grad(loss, has_aux=True)(state.model)
