@@ -140,6 +140,12 @@ def test_traced_step_count_matches_a_fixed_one():
     jitted = jax.jit(lambda s, n: run(rule, s, n, max_steps=10))
     for n in (0, 1, 7, 10):
         np.testing.assert_allclose(jitted(state, n), run(rule, state, n), rtol=1e-6, atol=1e-6)
+    # and so does the gradient, unrolled (the CPU's default) or in a loop
+    for unroll in (True, False):
+        traced = jax.jit(jax.grad(lambda r, n: jnp.sum(run(r, state, n, max_steps=10, unroll=unroll) ** 2)))
+        fixed = jax.grad(lambda r: jnp.sum(run(r, state, 7) ** 2))(rule)
+        for a, b in zip(jax.tree.leaves(traced(rule, 7)), jax.tree.leaves(fixed)):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(run(rule, state, 0), state)
     with pytest.raises(ValueError, match="needs max_steps"):
         jax.jit(lambda s, n: run(rule, s, n))(state, 3)
@@ -320,6 +326,31 @@ def test_transposed_convolution_agrees_with_its_definition(side, c_in, c_out):
     got = conv(jnp.asarray(x, jnp.float32))
     assert got.shape == (2 * side, 2 * side, c_out)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("kernel, stride, padding, output_padding", [
+    (3, 2, 1, 1), (4, 2, 1, 0), (5, 3, 2, 2),  # output = stride x input: computed phase by phase
+    (5, 2, 2, 0), (3, 2, 0, 0),  # any other output: the stride-dilated input's convolution
+])
+def test_transposed_convolution_of_other_shapes(kernel, stride, padding, output_padding):
+    conv = Conv(3, 4, kernel, stride=stride, padding=padding, output_padding=output_padding,
+                transposed=True, key=KEY)
+    x = np.asarray(jax.random.normal(jax.random.key(1), (6, 6, 3)), np.float64)
+    expected = _np_conv_transpose(x, np.asarray(conv.weight, np.float64), stride, padding, output_padding)
+    np.testing.assert_allclose(conv(jnp.asarray(x, jnp.float32)), expected + np.asarray(conv.bias),
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_transposed_convolution_gradient_is_that_of_its_definition():
+    from vnca.layers import conv2d, transposed_conv2d
+
+    x = jax.random.normal(jax.random.key(1), (8, 8, 3))
+    weight = jax.random.normal(jax.random.key(2), (5, 5, 3, 4))
+    target = jax.random.normal(jax.random.key(3), (16, 16, 4))
+    phased = jax.grad(lambda w, x: jnp.sum(transposed_conv2d(x, w, 2, (2, 3)) * target), (0, 1))(weight, x)
+    dilated = jax.grad(lambda w, x: jnp.sum(conv2d(x, w, 1, (2, 3), input_dilation=2) * target), (0, 1))(weight, x)
+    for a, b in zip(phased, dilated):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("side", [2, 4, 9])  # the patch route (<= 4x4) and lax's convolution

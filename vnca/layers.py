@@ -7,9 +7,11 @@
 
 import math
 
+import einops
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
@@ -40,6 +42,28 @@ def conv2d(x: Float[Array, "h w c_in"], weight: Float[Array, "k k c_in c_out"], 
                                         dimension_numbers=_DIMENSIONS)[0]
 
 
+def transposed_conv2d(x: Float[Array, "h w c_in"], weight: Float[Array, "k k c_in c_out"], stride: int,
+                     padding: tuple[int, int]) -> Float[Array, "h2 w2 c_out"]:
+    """`conv2d` of x dilated by `stride`, computed without the dilation's zeros when the output is
+    exactly `stride` times the input: output row stride*i + a (its phase a) only meets the taps t
+    with (a + t - padding[0]) divisible by the stride, so each phase is an ordinary convolution of
+    x with those taps. All phases are one convolution to stride**2 * c_out channels, interleaved."""
+    k, (before, after) = weight.shape[0], padding
+    if stride == 1 or before + after != k - 2 + stride:
+        return conv2d(x, weight, 1, padding, input_dilation=stride)
+    low = -(-(0 - before) // stride)  # the smallest input offset any phase reads (ceiling division)
+    high = (stride - 1 + k - 1 - before) // stride  # the largest
+    offsets = np.arange(low, high + 1)
+    # taps[a, j]: the tap that phase a applies at input offset offsets[j]; k (a zero tap) if none
+    taps = stride * offsets[None, :] + before - np.arange(stride)[:, None]
+    taps = np.where((taps >= 0) & (taps < k), taps, k)
+    padded = jnp.pad(weight, ((0, 1), (0, 1), (0, 0), (0, 0)))
+    kernel = padded[taps[:, None, :, None], taps[None, :, None, :]]  # (a_y, a_x, j_y, j_x, c_in, c_out)
+    kernel = einops.rearrange(kernel, "ay ax jy jx i o -> jy jx i (ay ax o)")
+    phases = conv2d(x, kernel, 1, (-low, high))
+    return einops.rearrange(phases, "h w (ay ax o) -> (h ay) (w ax) o", ay=stride, ax=stride)
+
+
 class Conv(eqx.Module):
     """A k x k convolution with bias, or, with `transposed=True`, a transposed convolution with
     the shapes of PyTorch's ConvTranspose2d(stride, padding, output_padding)."""
@@ -64,7 +88,7 @@ class Conv(eqx.Module):
 
     def __call__(self, x: Float[Array, "h w c_in"]) -> Float[Array, "h2 w2 c_out"]:
         if self.transposed:
-            out = conv2d(x, self.weight, 1, self.padding, input_dilation=self.stride)
+            out = transposed_conv2d(x, self.weight, self.stride, self.padding)
         else:
             out = conv2d(x, self.weight, self.stride, self.padding)
         return out + self.bias

@@ -94,15 +94,17 @@ class UpdateRule(eqx.Module):
 
 # ---- book/nca.md, code cell 6 ----
 def step(rule: UpdateRule, state: Float[Array, "h w c"], key: PRNGKeyArray | None = None,
-         update_probability: float = 1.0) -> Float[Array, "h w c"]:
+         update_probability: float = 1.0, active=None) -> Float[Array, "h w c"]:
     """One NCA step: s + f(s), or s + m * f(s) with a random per-cell mask m if
-    update_probability < 1."""
+    update_probability < 1. A traced boolean `active` that is false makes the step add nothing."""
     update = rule(state)
     if update_probability < 1.0:
         if key is None:
             raise ValueError("a random update mask (update_probability < 1) needs a PRNG key")
         mask = jax.random.bernoulli(key, update_probability, state.shape[:-1] + (1,))
         update = update * mask
+    if active is not None:
+        update = update * jnp.asarray(active, update.dtype)
     return state + update
 
 
@@ -128,8 +130,8 @@ def run(rule: UpdateRule, state: Float[Array, "h w c"], steps, *, key: PRNGKeyAr
         raise ValueError(f"the number of steps must be at least 0, got {length}")
     keys = jax.random.split(key, length) if key is not None else jnp.zeros((length,), jnp.uint32)
 
-    def one_step(state, k):
-        return step(rule, state, k if key is not None else None, update_probability)
+    def one_step(state, k, active=None):
+        return step(rule, state, k if key is not None else None, update_probability, active)
 
     if remat:
         one_step = jax.checkpoint(one_step)
@@ -141,8 +143,8 @@ def run(rule: UpdateRule, state: Float[Array, "h w c"], steps, *, key: PRNGKeyAr
         t, k = inputs
         if static:
             state = one_step(state, k)
-        elif unroll:  # no loop to skip iterations in: compute them and keep the old state
-            state = jnp.where(t < steps, one_step(state, k), state)
+        elif unroll:  # no loop to skip iterations in: compute them, and add nothing past `steps`
+            state = one_step(state, k, t < steps)
         else:  # skip the iterations past the traced count
             state = jax.lax.cond(t < steps, lambda s: one_step(s, k), lambda s: s, state)
         return state, (state if trajectory else None)

@@ -1,0 +1,182 @@
+"""vnca against the same models in PyTorch, timed side by side in one run, on this machine's CPU.
+
+    pip install torch==2.13.0                       # a benchmark dependency only
+    python benchmarks/side_by_side.py               # every row (long: the paper's scale included)
+    python benchmarks/side_by_side.py --scales laptop --json benchmarks/results/side-by-side.json
+    python benchmarks/side_by_side.py --check       # first check that both compute the same numbers
+
+Rows: a training step of each model at the paper's recipe (batch 32, 32 and 128 with its pool of
+1,024) and at the laptop recipe, and the K = 128 importance-weighted bound of one test image. The
+PyTorch side (`torch_models.py`) is written the way a PyTorch user writes it; vnca runs as `fit`
+and `vnca evaluate` run it (training steps fused `steps_per_call` to a compiled call; the bound of 8
+images at a time, `--bound-images` in all, in chunks of 16 samples). Each row compiles or warms up both sides, then times
+them in turns, `--repeats` times, and reports the medians and the ratio PyTorch / vnca (above 1:
+vnca is faster). The non-doubling model trains with T drawn per step: PyTorch runs the same T as
+vnca at every step.
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import statistics
+import time
+
+import equinox as eqx
+import jax
+import numpy as np
+import torch
+
+import torch_models  # benchmarks/torch_models.py
+from models import header  # benchmarks/models.py
+from vnca.evaluate import image_bounds
+from vnca.nondoubling import sample_steps
+from vnca.train import data_mesh, init_state, place_state, shard_batches, train_config, train_steps
+
+SCALES = {"paper": "full", "laptop": "laptop"}
+# training steps per timed repeat (vnca fuses them into one call) and repeats, by scale
+TRAIN_STEPS = {"paper": 1, "laptop": 10}
+
+
+def images(count: int, seed: int = 0) -> np.ndarray:
+    """Binary 32x32 images with MNIST's share of ink, zero on the 2-pixel border."""
+    rng = np.random.default_rng(seed)
+    x = np.zeros((count, 32, 32), np.float32)
+    x[:, 2:30, 2:30] = rng.random((count, 28, 28)) < 0.13
+    return x
+
+
+def vnca_train(config, steps: int):
+    mesh = data_mesh()
+    state = place_state(init_state(config), mesh)
+    config = dataclasses.replace(config, steps_per_call=steps, log_every=steps, checkpoint_every=steps)
+    batches = shard_batches(images(steps * config.batch_size).reshape(steps, config.batch_size, 32, 32), mesh)
+
+    def call():
+        nonlocal state
+        state, metrics = train_steps(config, state, batches, mesh)
+        jax.block_until_ready(metrics)
+    return call
+
+
+def vnca_steps(config, step: int) -> int:
+    """The T that vnca's `train_step` draws at `step`, so that PyTorch can run the same."""
+    key = jax.random.fold_in(jax.random.key(config.seed), step)
+    return int(sample_steps(jax.random.split(key, 4)[1], config.model_config))
+
+
+def torch_train(name: str, config, steps: int):
+    trainer = torch_models.Trainer(name, config, draw_steps=lambda step: vnca_steps(config, step))
+    x = torch.from_numpy(images(config.batch_size))
+
+    def call():
+        for _ in range(steps):
+            trainer.step(x)
+    return call
+
+
+def vnca_bound(config, count: int):
+    model = init_state(config).model
+    x = images(count, seed=1)
+    return lambda: image_bounds(model, x, jax.random.key(0), samples=128, batch_size=min(count, 8))
+
+
+def torch_bound(name: str, config, count: int):
+    model = torch_models.make(name, config.model_config)
+    x = torch.from_numpy(images(count, seed=1))
+    steps = getattr(config.model_config, "test_steps", None)
+    generator = torch.Generator().manual_seed(0)
+    return lambda: [torch_models.importance_weighted_bound(model, image, steps=steps, generator=generator)
+                    for image in x]
+
+
+def timed(call) -> float:
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
+
+
+def row(work: str, name: str, scale: str, repeats: int, bound_images: int = 8) -> dict:
+    config = train_config(name, SCALES[scale])
+    if work == "train":
+        steps = TRAIN_STEPS[scale]
+        calls, per = (vnca_train(config, steps), torch_train(name, config, steps)), steps
+    else:
+        calls, per = (vnca_bound(config, bound_images), torch_bound(name, config, bound_images)), bound_images
+    first = [timed(c) for c in calls]  # vnca compiles here; PyTorch warms up
+    times = ([], [])
+    for _ in range(repeats):
+        for side, call in enumerate(calls):
+            times[side].append(timed(call) / per)
+    vnca_s, torch_s = (statistics.median(t) for t in times)
+    return {"work": work, "model": name, "scale": scale, "batch": config.batch_size if work == "train" else None,
+            "unit": "s per training step" if work == "train" else "s per image (K = 128)",
+            "vnca_s": vnca_s, "pytorch_s": torch_s, "ratio": torch_s / vnca_s,
+            "vnca_first_call_s": first[0], "pytorch_first_call_s": first[1], "repeats": repeats,
+            "vnca_all_s": times[0], "pytorch_all_s": times[1]}
+
+
+def check():
+    """Both sides compute the same encoder outputs and logits from the same parameters."""
+    for name in ("baseline", "doubling", "nondoubling"):
+        config = train_config(name, "laptop")
+        model = init_state(config).model
+        if name != "baseline":  # the rule's output layer starts at zero: give it weights to check
+            shape = model.decoder.rule.output.weight.shape
+            model = eqx.tree_at(lambda m: m.decoder.rule.output.weight, model,
+                                0.05 * jax.random.normal(jax.random.key(1), shape))
+        ported = torch_models.from_vnca(name, config.model_config, model)
+        x = images(1)[0]
+        z = np.random.default_rng(0).normal(size=config.model_config.latent).astype(np.float32)
+        steps = getattr(config.model_config, "test_steps", None)
+        mean, _ = model.encoder(x)
+        logits = np.asarray(model.decoder(z, steps=steps))
+        with torch.no_grad():
+            torch_mean, _ = ported.encoder(torch.from_numpy(x)[None, None])
+            torch_logits = ported.decode(torch.from_numpy(z)[None], steps)[0].numpy()
+        np.testing.assert_allclose(torch_mean[0].numpy(), mean, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(torch_logits, logits, rtol=1e-3, atol=1e-3 * np.abs(logits).max())
+        print(f"{name}: same encoder means and logits (largest |logit| {np.abs(logits).max():.3g})")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--work", nargs="+", choices=["train", "bound"], default=["train", "bound"])
+    parser.add_argument("--models", nargs="+", choices=["baseline", "doubling", "nondoubling"],
+                        default=["baseline", "doubling", "nondoubling"])
+    parser.add_argument("--scales", nargs="+", choices=list(SCALES), default=list(SCALES))
+    parser.add_argument("--repeats", type=int, default=3, help="timed turns of each side per row")
+    parser.add_argument("--bound-images", type=int, default=8, help="test images per timed bound")
+    parser.add_argument("--check", action="store_true", help="check both sides compute the same first")
+    parser.add_argument("--json", help="also write the results to this file")
+    args = parser.parse_args(argv)
+    if args.repeats < 1 or args.bound_images < 1:
+        parser.error("--repeats and --bound-images must be at least 1")
+    env = {**header(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+           "cpus": os.cpu_count()}
+    print(" ".join(f"{k}={v}" for k, v in env.items()), flush=True)
+    if args.check:
+        check()
+    print(f"{'work':<7}{'model':<13}{'scale':<8}{'vnca s':>10}{'PyTorch s':>11}{'PyTorch/vnca':>14}", flush=True)
+    results = []
+    previous = []
+    if args.json and os.path.exists(args.json):  # keep the rows of other runs, replace those measured again
+        with open(args.json) as f:
+            previous = json.load(f)["results"]
+    for scale in args.scales:
+        for work in args.work:
+            for name in args.models:
+                r = row(work, name, scale, args.repeats, args.bound_images)
+                results.append(r)
+                print(f"{work:<7}{name:<13}{scale:<8}{r['vnca_s']:>10.3f}{r['pytorch_s']:>11.3f}{r['ratio']:>14.2f}",
+                      flush=True)
+                if args.json:  # after every row, so a long run stopped part-way keeps what it measured
+                    with open(args.json + ".part", "w") as f:
+                        kept = [p for p in previous if (p["work"], p["model"], p["scale"]) not in
+                                {(q["work"], q["model"], q["scale"]) for q in results}]
+                        json.dump({"environment": env, "results": kept + results}, f, indent=2)
+                    os.replace(args.json + ".part", args.json)
+
+
+if __name__ == "__main__":
+    main()
