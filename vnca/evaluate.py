@@ -32,16 +32,18 @@ def _bounds(model: VAE, images: jax.Array, indices: jax.Array, key: jax.Array, s
     return jax.vmap(one)(images, indices)
 
 
-def image_bounds(model: VAE, images, key: jax.Array, *, samples: int = 128, chunk: int = 16,
+def image_bounds(model: VAE, images, key: jax.Array, *, samples: int = 128, chunk: int | None = None,
                  indices=None, batch_size: int | None = None, mesh: Mesh | None = None,
                  progress: bool = False) -> np.ndarray:
     """The `samples`-sample bound of each image, in nats. Image j (its index in the test set, given
     by `indices`, default 0, 1, ...) samples with fold_in(key, j), so the numbers do not depend on
     the batching, the chunking or the devices."""
+    cpu = jax.default_backend() == "cpu"
+    chunk = (8 if cpu else 16) if chunk is None else chunk
     if samples < 1 or chunk < 1:
         raise ValueError(f"samples and chunk must be at least 1, got {samples} and {chunk}")
     mesh = mesh or data_mesh()
-    batch_size = batch_size or 8 * mesh.size
+    batch_size = batch_size or (4 if cpu else 8) * mesh.size
     if batch_size % mesh.size:
         raise ValueError(f"batch_size {batch_size} is not a multiple of the {mesh.size} devices")
     images = np.asarray(images, np.float32)
@@ -94,7 +96,7 @@ def evaluate_run(run_or_checkpoint: str | Path, **options) -> dict:
 
 
 def evaluate_model(model: VAE, config: TrainConfig, step: int, source: str, *, samples: int = 128,
-                   images: int | None = None, seed: int = 0, chunk: int = 16, batch_size: int | None = None,
+                   images: int | None = None, seed: int = 0, chunk: int | None = None, batch_size: int | None = None,
                    data=None, progress: bool = True) -> dict:
     """The test-set bound of a model trained with `config` for `step` steps, as a record; `source`
     says where the model came from."""
@@ -176,8 +178,10 @@ def add_evaluate_command(commands) -> None:
     evaluate.add_argument("--images", type=positive_int, help="a random subset of this many test images "
                           "(default: all 10,000)")
     evaluate.add_argument("--seed", type=int, default=0)
-    evaluate.add_argument("--chunk", type=positive_int, default=16, help="samples decoded at once per image")
-    evaluate.add_argument("--batch-size", type=positive_int, help="images per batch (default 8 per device)")
+    evaluate.add_argument("--chunk", type=positive_int, help="samples decoded at once per image "
+                          "(default 8 on a CPU, else 16)")
+    evaluate.add_argument("--batch-size", type=positive_int, help="images per batch (default 4 per "
+                          "device on a CPU, else 8)")
     evaluate.add_argument("--out", type=Path, help="the JSON file (default: RUN/evaluation.json, or "
                           "NAME-evaluation.json for a shipped model)")
     evaluate.add_argument("--data-dir", type=Path, help="a folder with the data files")

@@ -32,11 +32,14 @@ def conv2d(x: Float[Array, "h w c_in"], weight: Float[Array, "k k c_in c_out"], 
     dilated = (x.shape[0] - 1) * input_dilation + 1 + sum(padding)
     out_side = (dilated - k) // stride + 1
     if out_side * out_side <= PATCH_ROUTE_MAX_CELLS:
-        patches = jax.lax.conv_general_dilated_patches(
-            x[None], (k, k), (stride, stride), pads, lhs_dilation=(input_dilation,) * 2,
-            dimension_numbers=_DIMENSIONS)[0]  # features ordered (c_in, ky, kx)
-        flat = jnp.transpose(weight, (2, 0, 1, 3)).reshape(-1, weight.shape[-1])
-        return jnp.einsum("hwp,po->hwo", patches, flat)
+        if input_dilation > 1:
+            x = jnp.zeros(((x.shape[0] - 1) * input_dilation + 1,) * 2 + x.shape[2:], x.dtype
+                          ).at[::input_dilation, ::input_dilation].set(x)
+        x = jnp.pad(x, (padding, padding, (0, 0)))
+        span = stride * (out_side - 1) + 1
+        patches = jnp.concatenate([x[i:i + span:stride, j:j + span:stride]  # features (ky, kx, c_in)
+                                   for i in range(k) for j in range(k)], axis=-1)
+        return jnp.einsum("hwp,po->hwo", patches, weight.reshape(-1, weight.shape[-1]))
     return jax.lax.conv_general_dilated(x[None], weight, (stride, stride), pads,
                                         lhs_dilation=(input_dilation,) * 2,
                                         dimension_numbers=_DIMENSIONS)[0]
