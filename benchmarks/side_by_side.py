@@ -36,6 +36,7 @@ from vnca.train import data_mesh, init_state, place_state, shard_batches, train_
 SCALES = {"paper": "full", "laptop": "laptop"}
 # training steps per timed repeat (vnca fuses them into one call) and repeats, by scale
 TRAIN_STEPS = {"paper": 1, "laptop": 10}
+PAUSE_S = 2.0
 
 
 def images(count: int, seed: int = 0) -> np.ndarray:
@@ -78,7 +79,9 @@ def torch_train(name: str, config, steps: int):
 def vnca_bound(config, count: int):
     model = init_state(config).model
     x = images(count, seed=1)
-    return lambda: image_bounds(model, x, jax.random.key(0), samples=128, batch_size=min(count, 8))
+    # the default batch (4 images per device on a CPU), unless fewer images are timed
+    return lambda: image_bounds(model, x, jax.random.key(0), samples=128,
+                                batch_size=None if count % 4 == 0 else count)
 
 
 def torch_bound(name: str, config, count: int):
@@ -91,6 +94,9 @@ def torch_bound(name: str, config, count: int):
 
 
 def timed(call) -> float:
+    # Let the other library's worker threads, which spin for a while after their work, go idle:
+    # without this pause each side's times depend on which side ran just before.
+    time.sleep(PAUSE_S)
     start = time.perf_counter()
     call()
     return time.perf_counter() - start
