@@ -54,7 +54,7 @@ def transposed_conv2d(x: Float[Array, "h w c_in"], weight: Float[Array, "k k c_i
     k, (before, after) = weight.shape[0], padding
     if stride == 1 or before + after != k - 2 + stride:
         return conv2d(x, weight, 1, padding, input_dilation=stride)
-    low = -(-(0 - before) // stride)  # the smallest input offset any phase reads (ceiling division)
+    low = -(before // stride)  # the smallest input offset any phase reads
     high = (stride - 1 + k - 1 - before) // stride  # the largest
     offsets = np.arange(low, high + 1)
     # taps[a, j]: the tap that phase a applies at input offset offsets[j]; k (a zero tap) if none
