@@ -33,20 +33,22 @@ def conv2d(x: Float[Array, "h w c_in"], weight: Float[Array, "k k c_in c_out"], 
     out_side = (dilated - k) // stride + 1
     if out_side * out_side <= PATCH_ROUTE_MAX_CELLS:
         if input_dilation > 1:
-            x = jnp.zeros(((x.shape[0] - 1) * input_dilation + 1,) * 2 + x.shape[2:], x.dtype
-                          ).at[::input_dilation, ::input_dilation].set(x)
+            d, side = input_dilation, (x.shape[0] - 1) * input_dilation + 1
+            x = jnp.zeros((side, side, x.shape[2]), x.dtype).at[::d, ::d].set(x)
         x = jnp.pad(x, (padding, padding, (0, 0)))
         span = stride * (out_side - 1) + 1
-        patches = jnp.concatenate([x[i:i + span:stride, j:j + span:stride]  # features (ky, kx, c_in)
-                                   for i in range(k) for j in range(k)], axis=-1)
-        return jnp.einsum("hwp,po->hwo", patches, weight.reshape(-1, weight.shape[-1]))
+        patches = jnp.concatenate(  # features ordered (ky, kx, c_in), as the weight's
+            [x[i:i + span:stride, j:j + span:stride] for i in range(k) for j in range(k)],
+            axis=-1)
+        flat = weight.reshape(-1, weight.shape[-1])
+        return jnp.einsum("hwp,po->hwo", patches, flat)
     return jax.lax.conv_general_dilated(x[None], weight, (stride, stride), pads,
                                         lhs_dilation=(input_dilation,) * 2,
                                         dimension_numbers=_DIMENSIONS)[0]
 
 
-def transposed_conv2d(x: Float[Array, "h w c_in"], weight: Float[Array, "k k c_in c_out"], stride: int,
-                     padding: tuple[int, int]) -> Float[Array, "h2 w2 c_out"]:
+def transposed_conv2d(x: Float[Array, "h w c_in"], weight: Float[Array, "k k c_in c_out"],
+                     stride: int, padding: tuple[int, int]) -> Float[Array, "h2 w2 c_out"]:
     """`conv2d` of x dilated by `stride`, computed without the dilation's zeros when the output is
     exactly `stride` times the input: output row stride*i + a (its phase a) only meets the taps t
     with (a + t - padding[0]) divisible by the stride, so each phase is an ordinary convolution of
@@ -57,14 +59,15 @@ def transposed_conv2d(x: Float[Array, "h w c_in"], weight: Float[Array, "k k c_i
     low = -(before // stride)  # the smallest input offset any phase reads
     high = (stride - 1 + k - 1 - before) // stride  # the largest
     offsets = np.arange(low, high + 1)
-    # taps[a, j]: the tap that phase a applies at input offset offsets[j]; k (a zero tap) if none
+    # taps[a, j]: the tap phase a applies at input offset offsets[j]; k (a zero tap) if none
     taps = stride * offsets[None, :] + before - np.arange(stride)[:, None]
     taps = np.where((taps >= 0) & (taps < k), taps, k)
     padded = jnp.pad(weight, ((0, 1), (0, 1), (0, 0), (0, 0)))
-    kernel = padded[taps[:, None, :, None], taps[None, :, None, :]]  # (a_y, a_x, j_y, j_x, c_in, c_out)
+    kernel = padded[taps[:, None, :, None], taps[None, :, None, :]]  # (ay, ax, jy, jx, i, o)
     kernel = einops.rearrange(kernel, "ay ax jy jx i o -> jy jx i (ay ax o)")
     phases = conv2d(x, kernel, 1, (-low, high))
-    return einops.rearrange(phases, "h w (ay ax o) -> (h ay) (w ax) o", ay=stride, ax=stride)
+    return einops.rearrange(phases, "h w (ay ax o) -> (h ay) (w ax) o",
+                            ay=stride, ax=stride)
 
 
 class Conv(eqx.Module):
