@@ -308,6 +308,25 @@ def test_batches_cover_an_epoch_without_repeats():
     assert not np.array_equal(epoch0[:batch], D.batch_indices(jax.random.key(4), 0, n, batch))
 
 
+def test_the_training_batches_cover_each_epoch_once_in_a_new_order():
+    """`batches`, the iterator `fit` uses: every image once per epoch, as float32 copies of it."""
+    n, batch = 100, 16  # 6 batches per epoch; the 4 images left over wait for a later epoch
+    images = np.zeros((n, 2, 2), np.uint8)
+    images[:, 0, 0], images[:, 1, 1] = np.arange(n) % 2, np.arange(n) // 2  # the index, in two pixels
+    stream = D.batches(images, batch, jax.random.key(5))
+    epochs = [[next(stream) for _ in range(6)] for _ in range(3)]
+    seen = []
+    for epoch in epochs:
+        batch_images = np.concatenate(epoch)
+        assert batch_images.dtype == np.float32 and batch_images.shape == (96, 2, 2)
+        index = (batch_images[:, 0, 0] + 2 * batch_images[:, 1, 1]).astype(int)
+        np.testing.assert_array_equal(batch_images, images[index])  # the images themselves
+        assert len(np.unique(index)) == 96  # no repeats within an epoch
+        seen.append(index)
+    assert not np.array_equal(seen[0], seen[1]) and not np.array_equal(seen[1], seen[2])
+    assert len(np.unique(np.concatenate(seen))) > 96  # the left-over images come in later epochs
+
+
 def test_batches_resume_exactly_where_they_stopped():
     images = np.arange(100 * 4, dtype=np.uint8).reshape(100, 2, 2)
     key = jax.random.key(0)

@@ -47,6 +47,8 @@ CASES = {
         (_step_per_channel_mask, "only some of their channels"),
         (lambda rule, state, key, p: state + jax.random.bernoulli(key, p**3, state.shape[:-1] + (1,))
          * rule(state), "of the cells were updated"),
+        (lambda rule, state, key, p: state + (1 - jax.random.bernoulli(key, p, state.shape[:-1] + (1,)))
+         * rule(state), "not by 1 - mask"),  # inverted: at p = 1 nothing moves
     ]),
     "check_doubling": (double, [
         (lambda s: jnp.tile(s, (2, 2, 1)), "the grid was tiled"),
@@ -54,10 +56,13 @@ CASES = {
          "the other three are not copies"),
         (lambda s: jnp.repeat(s, 2, axis=0), "expected (8, 6, 5)"),
         (lambda s: jax.lax.stop_gradient(jnp.repeat(jnp.repeat(s, 2, 0), 2, 1)), "the gradient"),
+        (lambda s: jnp.asarray(np.repeat(np.repeat(np.asarray(s), 2, 0), 2, 1)),
+         "use jax.numpy (jnp.repeat) instead of NumPy"),  # right values, no gradient
     ]),
     "check_optimiser": (lambda: optimiser(), [
         (lambda: optax.chain(optax.adam(1e-4), optax.clip_by_global_norm(10.0)), "clip first, then Adam"),
         (lambda: optax.chain(optax.clip_by_global_norm(10.0), optax.adam(1e-3)), "the learning rate should be 1e-4"),
+        (lambda: optax.chain(optax.clip(10.0), optax.adam(1e-4)), "each element of the gradient was clipped"),
     ]),
     "check_damage": (damage, [
         (_wrong_damage_channel_0, "kept some of their channels"),
@@ -116,3 +121,9 @@ def test_slow_doubling_is_caught():
     slow.defvjp(lambda s: (slow(s), None), backward)
     with pytest.raises(CheckFailed, match="takes .* ms, the book's"):
         exercises.check_doubling(slow)
+
+
+def test_messages_show_plain_numbers():
+    with pytest.raises(CheckFailed) as failure:
+        exercises.check_kl(lambda m, s: 0.5 * jnp.sum(m**2 + jnp.exp(s) - 1 - s))
+    assert "np.float" not in str(failure.value) and "Array(" not in str(failure.value), str(failure.value)

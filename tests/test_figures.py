@@ -147,3 +147,75 @@ def test_sample_quality_counts_confident_classifications(tiny_data):
     fig = quality_plot({"test digits": confident, "samples": quality}, note="tiny")
     assert len(fig.axes) == 2
     plt.close(fig)
+
+
+def _shown(fig, row: int, column: int, columns: int) -> np.ndarray:
+    """The array an `image_rows` figure shows at (row, column)."""
+    return np.asarray(fig.axes[row * columns + column].get_images()[0].get_array())
+
+
+def test_figures_show_what_they_claim(tiny_data):
+    """Not only non-blank: each figure shows the model's own numbers, in the right place."""
+    from vnca.figures import damage_frames, decode, growth, interpolations, prior, reconstructions, tsne
+    from vnca.vae import reparameterise
+
+    data, labels = tiny_data
+    images = np.asarray(data.test[:10], np.float32)
+    key = jax.random.key(7)
+
+    model = _perturbed(MODELS["baseline"]())
+    fig = reconstructions(model, images, key)
+    sample_key, decode_key, _ = jax.random.split(key, 3)
+    mean, log_scale = jax.vmap(model.encoder)(jnp.asarray(images))
+    z = jax.vmap(reparameterise)(jax.random.split(sample_key, 10), mean, log_scale)
+    expected = jax.nn.sigmoid(decode(model, z, decode_key))
+    for i in (0, 9):
+        np.testing.assert_array_equal(_shown(fig, 0, i, 10), images[i])  # the inputs on top
+        np.testing.assert_allclose(_shown(fig, 1, i, 10), expected[i], atol=1e-6)  # their decodings below
+    plt.close(fig)
+
+    doubling = _perturbed(MODELS["doubling"]())
+    fig = growth(doubling, key)
+    z_key, _ = jax.random.split(key)
+    final = jax.nn.sigmoid(doubling.decoder(prior(doubling, z_key, 1)[0]))
+    columns = len(fig.axes) // 5
+    assert _shown(fig, 0, 0, columns).shape == (2, 2)  # the first round: 2x2 after doubling
+    np.testing.assert_allclose(_shown(fig, 4, columns - 1, columns), final, atol=1e-6)  # ends at the output
+    plt.close(fig)
+
+    ends = prior(doubling, jax.random.key(1), 2)
+    fig = interpolations(doubling, {"a to b": (ends[0], ends[1])}, key, steps=5)
+    np.testing.assert_allclose(_shown(fig, 0, 0, 5), jax.nn.sigmoid(doubling.decoder(ends[0])), atol=1e-6)
+    np.testing.assert_allclose(_shown(fig, 0, 4, 5), jax.nn.sigmoid(doubling.decoder(ends[1])), atol=1e-6)
+    plt.close(fig)
+
+    nondoubling = _perturbed(MODELS["nondoubling"]())
+    fig = damage_frames(nondoubling, key, steps=8, every=4)
+    damaged = _shown(fig, 1, 0, len(fig.axes) // 3)
+    rows, cols = np.nonzero(damaged == 0.5)  # a zeroed cell's logit is 0: probability exactly 0.5
+    assert len(rows) >= 16 * 16
+    assert rows.max() - rows.min() == cols.max() - cols.min() == 15  # one 16x16 square
+    plt.close(fig)
+
+    means = np.random.default_rng(0).normal(size=(60, 4))
+    fig = tsne({"m": means}, labels[:60])
+    np.testing.assert_array_equal(fig.axes[0].collections[0].get_array(), labels[:60])  # coloured by digit
+    plt.close(fig)
+
+
+def test_probe_figure_colour_bars_do_not_overlap(tiny_data):
+    from vnca.figures import probe_maps
+
+    data, labels = tiny_data
+    model = _perturbed(MODELS["nondoubling"]())
+    probe, _ = linear_probe(model, np.asarray(data.test[:60], np.float32), labels[:60])
+    fig = probe_maps(model, probe, jax.random.key(0), n=8, note="tiny")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    boxes = [ax.get_tightbbox(renderer) for ax in fig.axes]  # 24 images, then the two bars with labels
+    assert len(boxes) == 26
+    for i in range(24, 26):
+        for j in range(len(boxes)):
+            if i != j:
+                assert not boxes[i].overlaps(boxes[j]), (i, j)
+    plt.close(fig)

@@ -4,9 +4,10 @@ import pytest
 from vnca.profile import by_profile, current_profile
 
 
-def test_default_follows_the_backend(monkeypatch):
+@pytest.mark.parametrize("backend, expected", [("cpu", "smoke"), ("gpu", "full"), ("tpu", "full")])
+def test_default_follows_the_backend(monkeypatch, backend, expected):
     monkeypatch.delenv("VNCA_PROFILE", raising=False)
-    expected = "smoke" if jax.default_backend() == "cpu" else "full"
+    monkeypatch.setattr(jax, "default_backend", lambda: backend)
     assert current_profile() == expected
 
 

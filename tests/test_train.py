@@ -16,7 +16,8 @@ import pytest
 from vnca import checkpoint
 from vnca.checkpoint import CheckpointError
 from vnca.data import BinarizedMNIST
-from vnca.train import CHECKPOINT, NonFiniteError, TrainConfig, fit, load_run, read_metrics, train_config
+from vnca.train import (CHECKPOINT, NonFiniteError, TrainConfig, fit, init_state, load_run, read_metrics,
+                        train_config)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -234,3 +235,46 @@ def test_command_line(tmp_path, data_dir):
             args = ["train"]
         result = subprocess.run([str(vnca), *args, *bad], capture_output=True, text=True)
         assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+def test_decoder_first_freezes_the_encoder_then_trains_everything(tmp_path, data):
+    config = _config("nondoubling", steps=6, decoder_first=4, checkpoint_every=2)
+    start = _params_of(init_state(config).model.encoder)
+    fit(dataclass_replace(config, steps=4), tmp_path, data=data, progress=False)
+    first, _ = load_run(tmp_path / CHECKPOINT, config)
+    for a, b in zip(start, _params_of(first.model.encoder)):
+        np.testing.assert_array_equal(a, b)  # frozen for the first 4 steps
+    assert any(not np.array_equal(a, b) for a, b in zip(_params_of(init_state(config).model.decoder),
+                                                        _params_of(first.model.decoder)))
+    later = fit(config, tmp_path, data=data, progress=False, resume=True)
+    assert any(not np.array_equal(a, b) for a, b in zip(start, _params_of(later.model.encoder)))
+    records = read_metrics(tmp_path)
+    # While the decoder learns alone the loss is -log p(x|z) (plus the state penalty), not -ELBO.
+    assert records[0]["loss"] < -records[0]["elbo"] and records[0]["kl"] > 0
+
+
+def test_encoder_from_a_shipped_model(tmp_path):
+    from vnca import pretrained
+
+    config = train_config("nondoubling", "laptop")
+    assert config.encoder_from == "doubling-laptop"
+    shipped = _params_of(pretrained.load("doubling-laptop").encoder)
+    for a, b in zip(shipped, _params_of(init_state(config).model.encoder)):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="other shapes"):
+        init_state(train_config("nondoubling", "smoke", encoder_from="doubling-laptop"))
+
+
+def _params_of(module):
+    return [np.asarray(p) for p in jax.tree.leaves(eqx.filter(module, eqx.is_inexact_array))]
+
+
+def test_kl_weight_schedule():
+    from vnca.train import kl_weight
+
+    paper = train_config("doubling", "full")
+    assert [float(kl_weight(paper, s)) for s in (0, 5, 99_999)] == [1.0, 1.0, 1.0]
+    c = train_config("nondoubling", "smoke", decoder_first=4, kl_warmup=4)
+    assert [float(kl_weight(c, s)) for s in range(10)] == [0, 0, 0, 0, 0.25, 0.5, 0.75, 1, 1, 1]
+    with pytest.raises(ValueError, match="kl_warmup must be 0 or more"):
+        train_config("nondoubling", "smoke", kl_warmup=-1)

@@ -64,10 +64,12 @@ def _write_assets(app, exception) -> None:
         )
     shutil.copytree(MATHJAX, outdir / "mathjax", dirs_exist_ok=True)
     repo = repository(ROOT)
-    for docname, path in _chapters(app).items():
+    chapters = _chapters(app)
+    names = {Path(docname).name for docname in chapters}  # links between notebooks point at these
+    for docname, path in chapters.items():
         target = outdir / "notebooks" / f"{Path(docname).name}.ipynb"
         target.parent.mkdir(parents=True, exist_ok=True)
-        nbformat.write(notebook(path, repo), target)
+        nbformat.write(notebook(path, repo, names), target)
 
 
 def setup(app):

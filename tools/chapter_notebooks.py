@@ -4,10 +4,12 @@
     python tools/chapter_notebooks.py --check  # exit 1, naming the files, if notebooks/ is stale
 
 Kaggle and Colab open notebooks from GitHub, so the notebooks are committed, like the package. Each
-starts with a cell that installs `vnca` from the repository at the tag of this version (`v` + the
-version in pyproject.toml) while keeping the platform's own accelerator-enabled JAX. The chapters do
-not contain that cell, so the book build never runs or shows it; it carries the tag `vnca-install`.
-The repository is the one setting `repository.url` (and `repository.branch`) in `_config.yml`.
+starts with a cell that installs `vnca` from the repository at the branch the notebook is opened
+from (`repository.branch`), so a notebook always installs the code committed beside it, while
+keeping the platform's own accelerator-enabled JAX; if the install fails, the cell says what to do
+(Kaggle needs "Internet on"). The chapters do not contain that cell, so the book build never runs or
+shows it; it carries the tag `vnca-install`. The repository is the one setting `repository.url`
+(and `repository.branch`) in `_config.yml`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -30,8 +31,9 @@ ROOT = Path(__file__).resolve().parent.parent
 FOLDER = "notebooks"
 INSTALL_TAG = "vnca-install"
 INSTALL = '''\
-# Install the vnca package, version {tag}, from GitHub. This keeps the platform's own JAX: Kaggle
-# and Colab ship one built for their GPUs and TPUs, and pinning its version stops pip replacing it.
+# Install the vnca package from GitHub, as committed on the branch {ref} beside this notebook. This
+# keeps the platform's own JAX: Kaggle and Colab ship one built for their GPUs and TPUs, and
+# pinning its version stops pip replacing it.
 import importlib.util
 import subprocess
 import sys
@@ -39,15 +41,21 @@ import sys
 if importlib.util.find_spec("vnca") is None:
     import jax
 
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet",
-                    "vnca @ git+{url}@{tag}", f"jax=={{jax.__version__}}"], check=True)'''
+    try:
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet",
+                        "vnca @ git+{url}@{ref}", f"jax=={{jax.__version__}}"], check=True)
+    except subprocess.CalledProcessError:
+        raise SystemExit(
+            "Could not install vnca from {url} (see pip's message above). On Kaggle, "
+            "switch the internet on (Settings > Internet on) and run this cell again. "
+            "Elsewhere, check that this machine reaches github.com, or install vnca "
+            "yourself (pip install git+{url}) and restart.") from None'''
 
 
 @dataclass(frozen=True)
 class Repository:
     url: str  # https://github.com/<owner>/<repo>
-    branch: str
-    tag: str  # what the install cell pins
+    branch: str  # what the install cell pins: the code committed beside the notebook
 
     @property
     def owner_repo(self) -> str:
@@ -68,8 +76,7 @@ def repository(root: Path = ROOT) -> Repository:
     url = str(repo.get("url", "")).rstrip("/")
     if not re.fullmatch(r"https://github\.com/[\w.-]+/[\w.-]+", url):
         raise ValueError(f"_config.yml: repository.url must be https://github.com/<owner>/<repo>, got {url!r}")
-    version = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]
-    return Repository(url, str(repo.get("branch", "main")), f"v{version}")
+    return Repository(url, str(repo.get("branch", "main")))
 
 
 def is_notebook(text: str) -> bool:
@@ -77,14 +84,39 @@ def is_notebook(text: str) -> bool:
     return text.startswith("---") and "kernelspec:" in text.split("---", 2)[1]
 
 
-def notebook(path: Path, repo: Repository) -> nbformat.NotebookNode:
+DROPDOWN = re.compile(r"^(?P<indent>[ ]*):::\{admonition\}[ ]*(?P<title>[^\n]*)\n(?P=indent):class: dropdown\n"
+                      r"(?P<body>.*?)\n(?P=indent):::[ ]*$", re.MULTILINE | re.DOTALL)
+CHAPTER_LINK = re.compile(r"\]\((?P<name>[\w-]+)\.md(?P<anchor>#[\w-]*)?\)")
+
+
+def plain_markdown(text: str, repo: Repository, notebooks: set[str]) -> str:
+    """A chapter's Markdown as Jupyter, Colab and Kaggle render it: the MyST dropdowns (the
+    exercises' solutions) become closed HTML `<details>` blocks, and links to other chapters point
+    at their notebooks (or, for pages without one, their source) on GitHub, which resolve from any
+    of those places."""
+    def details(m: re.Match) -> str:
+        indent = m["indent"]
+        return (f"{indent}<details><summary>{m['title'] or 'Solution'}</summary>\n\n{m['body']}\n\n"
+                f"{indent}</details>")
+
+    def link(m: re.Match) -> str:
+        name = m["name"]
+        target = (f"{FOLDER}/{name}.ipynb" if name in notebooks else f"book/{name}.md")
+        return f"]({repo.url}/blob/{repo.branch}/{target}{m['anchor'] or ''})"
+
+    return CHAPTER_LINK.sub(link, DROPDOWN.sub(details, text))
+
+
+def notebook(path: Path, repo: Repository, notebooks: set[str]) -> nbformat.NotebookNode:
     """The chapter at `path` as an output-free notebook that starts with the install cell."""
     nb = jupytext.reads(path.read_text(encoding="utf-8"), fmt="md:myst")
     for cell in nb.cells:
         if cell.cell_type == "code":
             cell.outputs = []
             cell.execution_count = None
-    install = nbformat.v4.new_code_cell(INSTALL.format(url=repo.url, tag=repo.tag),
+        elif cell.cell_type == "markdown":
+            cell.source = plain_markdown(cell.source, repo, notebooks)
+    install = nbformat.v4.new_code_cell(INSTALL.format(url=repo.url, ref=repo.branch),
                                         metadata={"tags": [INSTALL_TAG, "remove-cell"]})
     nb.cells.insert(0, install)
     for i, cell in enumerate(nb.cells):  # ids that do not change from one run to the next
@@ -97,11 +129,10 @@ def notebook(path: Path, repo: Repository) -> nbformat.NotebookNode:
 def render(root: Path = ROOT) -> dict[Path, str]:
     """The text of every chapter's notebook, keyed by its path relative to the root."""
     repo = repository(root)
-    out = {}
-    for path in toc_chapters(root):
-        if is_notebook(path.read_text(encoding="utf-8")):
-            out[Path(FOLDER) / f"{path.stem}.ipynb"] = nbformat.writes(notebook(path, repo)) + "\n"
-    return out
+    chapters = [p for p in toc_chapters(root) if is_notebook(p.read_text(encoding="utf-8"))]
+    names = {p.stem for p in chapters}
+    return {Path(FOLDER) / f"{p.stem}.ipynb": nbformat.writes(notebook(p, repo, names)) + "\n"
+            for p in chapters}
 
 
 def check(root: Path = ROOT) -> tuple[list[Path], list[Path]]:

@@ -25,6 +25,7 @@ VNCA = str(Path(sys.executable).parent / "vnca")
 
 def train(model: str, run: Path) -> dict:
     from vnca.checkpoint import read_metadata
+    from vnca.data import atomic_write
     from vnca.pretrained import git_commit
     from vnca.train import CHECKPOINT, train_config
 
@@ -43,7 +44,7 @@ def train(model: str, run: Path) -> dict:
                               "seconds": seconds, "commit": git_commit(ROOT)})
     facts.update(cpus=os.cpu_count(), processor=platform.processor() or platform.machine(),
                  steps=read_metadata(checkpoint)["step"] if checkpoint.exists() else 0)
-    facts_path.write_text(json.dumps(facts, indent=2))
+    atomic_write(facts_path, json.dumps(facts, indent=2).encode())
     if result.returncode:
         sys.exit(f"vnca train ended with status {result.returncode}; run this again to resume")
     return facts

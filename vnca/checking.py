@@ -2,7 +2,7 @@
 # edit the chapter named above each block, then run `python tools/export.py`.
 
 
-# ---- book/data.md, code cell 20 ----
+# ---- book/data.md, code cell 21 ----
 """What the exercise checkers share: a failure that says what is wrong and what to do about it."""
 
 import numpy as np
@@ -31,4 +31,5 @@ def compare(what: str, got, expected, hint: str, rtol: float = 1e-5, atol: float
     if not np.allclose(got, expected, rtol=rtol, atol=atol):
         where = np.unravel_index(np.argmax(np.abs(got - expected)), got.shape) if got.ndim else ()
         fail(f"{what} differs from the reference by up to {float(np.abs(got - expected).max()):.4g} "
-             f"(at index {tuple(int(i) for i in where)}: {got[where]!r} instead of {expected[where]!r}).", hint)
+             f"(at index {tuple(int(i) for i in where)}: {float(got[where]):.4g} instead of "
+             f"{float(expected[where]):.4g}).", hint)

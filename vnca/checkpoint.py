@@ -8,11 +8,11 @@
 import hashlib
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import equinox as eqx
+
+from vnca.data import atomic_write
 
 MAGIC = b"VNCA-CHECKPOINT-1\n"
 
@@ -29,18 +29,8 @@ def save(path: str | Path, tree, metadata: dict) -> None:
     payload = payload.getvalue()
     header = json.dumps({**metadata, "payload_bytes": len(payload),
                          "payload_sha256": hashlib.sha256(payload).hexdigest()}).encode()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(MAGIC + len(header).to_bytes(8, "little") + header
-                    + hashlib.sha256(header).digest() + payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, MAGIC + len(header).to_bytes(8, "little") + header
+                 + hashlib.sha256(header).digest() + payload)
 
 
 def _read(path: Path) -> tuple[dict, bytes]:

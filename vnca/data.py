@@ -5,8 +5,11 @@
 # ---- book/data.md, code cell 3 ----
 """Statically binarized MNIST: download, verify, parse, pad, batch, and recover the labels."""
 
+import contextlib
 import dataclasses
+import errno
 import functools
+import io
 import gzip
 import hashlib
 import http.client
@@ -74,6 +77,77 @@ MNIST = {
 
 
 # ---- book/data.md, code cell 5 ----
+PART = ".part"  # the suffix of temporary files
+
+
+def atomic_write(path: str | os.PathLike, content: bytes) -> None:
+    """Replace `path` by `content`: readers see the old file or the new one, never a part."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=PART)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(content)
+            f.flush()
+            os.fsync(f.fileno())  # on the disk before the rename makes it visible
+        os.replace(tmp, path)
+    except BaseException as err:  # a full disk, a read-only folder, Ctrl-C: leave no junk
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        if isinstance(err, OSError) and not err.filename:
+            err.filename = str(path)  # ENOSPC from write() names no file: name it
+        raise
+    with contextlib.suppress(OSError):  # make the rename itself durable (POSIX)
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+
+
+def remove_stale_parts(path: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that killed writers of `path` left behind."""
+    path = Path(path)
+    stale = sorted(path.parent.glob(f".{path.name}.*{PART}"))
+    for part in stale:
+        part.unlink(missing_ok=True)
+    return stale
+
+
+def check_writable(path: str | os.PathLike) -> Path:
+    """Raise now the OSError that writing `path` would raise later, after the work."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+    for folder in [path.parent, *path.parent.parents]:  # a file where a folder must go
+        if folder.exists() and not folder.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=PART)
+    except OSError as err:
+        err.filename = str(path)
+        raise
+    os.close(fd)
+    os.unlink(tmp)
+    return path
+
+
+ADVICE = {errno.ENOSPC: "the disk is full: free some space", errno.EDQUOT: "over the disk quota",
+          errno.EACCES: "no permission: choose a folder you can write to",
+          errno.EPERM: "not permitted: choose a folder you can write to",
+          errno.EROFS: "a read-only file system: choose another folder",
+          errno.EISDIR: "a folder, where a file is needed: name a file",
+          errno.ENOTDIR: "a file, where a folder is needed: choose another path"}
+
+
+def explain(err: OSError) -> str:
+    """An OSError in one line for a person: what failed, where, and what to do."""
+    where = f": {err.filename}" if err.filename else ""
+    return f"{err.strerror or err}{where} ({ADVICE.get(err.errno, 'check that path')})"
+
+
+# ---- book/data.md, code cell 6 ----
 class DataError(RuntimeError):
     """A data file is missing, incomplete or not the file it should be."""
 
@@ -135,26 +209,23 @@ def _read_local(spec: RemoteFile, folder: Path) -> bytes:
 
 def download(spec: RemoteFile, dest: Path, progress: bool = True) -> bytes:
     """Fetch `spec` from its first mirror that answers with the right bytes; write it to `dest`."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
     failures = []
     for url in spec.urls:
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
         try:
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
-                with tqdm(total=spec.size, unit="B", unit_scale=True, desc=spec.name,
-                          disable=not progress) as bar:
-                    while chunk := response.read(1 << 20):
-                        out.write(chunk)
-                        bar.update(len(chunk))
-            content = Path(tmp).read_bytes()
+            chunks = []
+            with urllib.request.urlopen(url, timeout=60) as response, tqdm(
+                    total=spec.size, unit="B", unit_scale=True, desc=spec.name,
+                    disable=not progress) as bar:
+                while chunk := response.read(1 << 20):
+                    chunks.append(chunk)
+                    bar.update(len(chunk))
+            content = b"".join(chunks)
             verify(content, spec, "the downloaded file")
-            os.replace(tmp, dest)
-            return content
         except (OSError, http.client.HTTPException, DataError) as err:
             failures.append(f"{url}: {err}")
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+            continue
+        atomic_write(dest, content)
+        return content
     raise DataError(
         f"could not download {spec.name}:\n  " + "\n  ".join(failures)
         + "\nWithout internet, put the files in a folder and set VNCA_DATA_DIR to it."
@@ -179,7 +250,7 @@ def fetch(spec: RemoteFile, data_dir=None, cache: Path | None = None) -> bytes:
     return download(spec, path)
 
 
-# ---- book/data.md, code cell 6 ----
+# ---- book/data.md, code cell 7 ----
 PIXELS = 28 * 28
 LINE = 2 * PIXELS  # 784 digits, each followed by a space, the last by a newline
 
@@ -213,17 +284,42 @@ def parse_amat(content: bytes, where: str = "<bytes>") -> UInt8[np.ndarray, "n 2
     return (digits - ord("0")).reshape(-1, 28, 28)
 
 
-# ---- book/data.md, code cell 7 ----
-def _atomic_save(path: Path, **arrays) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+# ---- book/data.md, code cell 8 ----
+def save_arrays(path: Path, source: str, **arrays) -> None:
+    """Cache arrays made from `source` (a SHA-256), with a checksum of their own."""
+    buffer = io.BytesIO()
+    np.savez(buffer, source=source, digest=_digest(arrays), **arrays)
+    atomic_write(path, buffer.getvalue())
+
+
+def load_arrays(path: Path, source: str, names: tuple[str, ...]) -> dict | None:
+    """The arrays cached at `path` if they verify; else None, with a warning."""
+    if not path.is_file():
+        return None
     try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        with np.load(path) as f:
+            arrays = {name: f[name] for name in names}
+            saved_source, digest = str(f["source"]), str(f["digest"])
+    except (OSError, ValueError, KeyError, EOFError, zlib.error) as err:
+        problem = f"unreadable ({type(err).__name__}: {err})"
+    else:
+        if saved_source != source:
+            problem = "made from another file"
+        elif _digest(arrays) != digest:
+            problem = "its arrays do not match their checksum"
+        else:
+            return arrays
+    warnings.warn(f"{path}: {problem}; making it again", stacklevel=3)
+    return None
+
+
+def _digest(arrays: dict) -> str:
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name} {a.dtype} {a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
 
 
 def load_split(split: str, data_dir=None, cache: Path | None = None) -> UInt8[np.ndarray, "n 28 28"]:
@@ -231,22 +327,17 @@ def load_split(split: str, data_dir=None, cache: Path | None = None) -> UInt8[np
     if split not in BINARIZED_MNIST:
         raise ValueError(f"unknown split {split!r}; expected one of {', '.join(BINARIZED_MNIST)}")
     spec = BINARIZED_MNIST[split]
-    count = spec.size // LINE
-    packed_path = (cache or cache_dir()) / "parsed" / f"{spec.name}.{spec.sha256[:16]}.npz"
-    if packed_path.is_file():
-        try:
-            with np.load(packed_path) as f:
-                bits = f["bits"]
-            if bits.shape == (count, PIXELS // 8):
-                return np.unpackbits(bits, axis=1).reshape(count, 28, 28)
-        except (OSError, ValueError, KeyError, zlib.error):
-            pass  # an unreadable cache entry is rebuilt below
+    local_data_dir(data_dir)  # a named folder that does not exist is an error, cache or not
+    packed = (cache or cache_dir()) / "parsed" / f"{spec.name}.{spec.sha256[:16]}.npz"
+    cached = load_arrays(packed, spec.sha256, ("bits",))
+    if cached is not None and cached["bits"].shape == (spec.size // LINE, PIXELS // 8):
+        return np.unpackbits(cached["bits"], axis=1).reshape(-1, 28, 28)
     images = parse_amat(fetch(spec, data_dir, cache), where=spec.name)
-    _atomic_save(packed_path, bits=np.packbits(images.reshape(count, PIXELS), axis=1))
+    save_arrays(packed, spec.sha256, bits=np.packbits(images.reshape(len(images), PIXELS), axis=1))
     return images
 
 
-# ---- book/data.md, code cell 8 ----
+# ---- book/data.md, code cell 9 ----
 SIDE = 32
 
 
@@ -271,7 +362,7 @@ def load_binarized_mnist(data_dir=None, cache: Path | None = None) -> BinarizedM
     return BinarizedMNIST(train=pad(train), test=pad(load_split("test", data_dir, cache)))
 
 
-# ---- book/data.md, code cell 13 ----
+# ---- book/data.md, code cell 14 ----
 def epoch_order(key: jax.Array, epoch: int, n: int) -> Int[np.ndarray, "n"]:
     """The order in which epoch number `epoch` visits the `n` images."""
     return np.asarray(jax.random.permutation(jax.random.fold_in(key, epoch), n))
@@ -310,7 +401,7 @@ def batches(images: UInt8[np.ndarray, "n h w"], batch_size: int, key: jax.Array,
     return generate()
 
 
-# ---- book/data.md, code cell 15 ----
+# ---- book/data.md, code cell 16 ----
 CLIP = 1e-3
 
 
@@ -397,13 +488,13 @@ def recover_labels(split: str, data_dir=None, cache: Path | None = None,
     parts = ["train", "valid"] if split == "train" else ["test"]
     key = "-".join(BINARIZED_MNIST[s].sha256[:8] for s in parts)
     path = (cache or cache_dir()) / "labels" / f"{split}.{key}.{MNIST[f'{split}_images'].sha256[:8]}.npz"
-    if path.is_file():
-        try:
-            with np.load(path) as f:
-                return Labels(**{name: f[name] for name in Labels.__dataclass_fields__})
-        except (OSError, ValueError, KeyError, zlib.error):
-            pass  # recomputed below
+    local_data_dir(data_dir)  # a named folder that does not exist is an error, cache or not
+    source = "-".join([BINARIZED_MNIST[s].sha256 for s in parts]
+                      + [MNIST[f"{split}_images"].sha256])
+    cached = load_arrays(path, source, tuple(Labels.__dataclass_fields__))
+    if cached is not None:
+        return Labels(**cached)
     binarized = np.concatenate([load_split(s, data_dir, cache) for s in parts])
     labels = match_to_mnist(binarized, *load_mnist(split, data_dir, cache), progress=progress)
-    _atomic_save(path, **dataclasses.asdict(labels))
+    save_arrays(path, source, **dataclasses.asdict(labels))
     return labels

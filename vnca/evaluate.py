@@ -7,8 +7,6 @@
 
 import json
 import math
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -18,9 +16,9 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm import tqdm
 
-from vnca.data import load_binarized_mnist
-from vnca.train import (CHECKPOINT, LAPTOP_RUNS, MODELS, PAPER_BATCH, SMOKE_MODELS, TrainConfig, data_mesh,
-                        load_run, replicate)
+from vnca.data import atomic_write, load_binarized_mnist
+from vnca.train import (CHECKPOINT, SMOKE_MODELS, TrainConfig, data_mesh, load_run, replicate,
+                        train_config)
 from vnca.vae import VAE, importance_weighted_bound
 
 
@@ -73,12 +71,16 @@ def summarise(bounds) -> dict:
 
 
 # ---- book/evaluate.md, code cell 2 ----
+RECIPE = ("model_config", "batch_size", "learning_rate", "clip_norm", "pool_size", "state_penalty")
+
+
 def run_scale(config: TrainConfig, step: int) -> str:
-    if (config.model_config == MODELS[config.model][0]() and config.batch_size == PAPER_BATCH[config.model]
-            and step >= 100_000):
-        return "full"
-    if config.model_config == LAPTOP_RUNS[config.model]["model_config"]:
-        return "laptop"
+    """"full" or "laptop" for that profile's recipe exactly, trained to its end; else "smoke"
+    (the smoke model) or "custom"."""
+    for profile in ("full", "laptop"):
+        recipe = train_config(config.model, profile)
+        if step >= recipe.steps and all(getattr(config, k) == getattr(recipe, k) for k in RECIPE):
+            return profile
     return "smoke" if config.model_config == SMOKE_MODELS[config.model] else "custom"
 
 
@@ -117,12 +119,7 @@ def evaluate_model(model: VAE, config: TrainConfig, step: int, source: str, *, s
 
 def write_record(record: dict, path: str | Path) -> None:
     """Write a JSON record atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    with os.fdopen(fd, "w") as f:
-        json.dump(record, f, indent=2)
-    os.replace(tmp, path)
+    atomic_write(path, (json.dumps(record, indent=2) + "\n").encode())
 
 
 # ---- book/evaluate.md, code cell 5 ----
@@ -163,7 +160,7 @@ import argparse
 import sys
 
 from vnca.checkpoint import CheckpointError
-from vnca.data import DataError
+from vnca.data import DataError, check_writable, explain
 from vnca.train import positive_int
 
 
@@ -192,20 +189,29 @@ def add_evaluate_command(commands) -> None:
 def evaluate_command(args) -> int:
     """Run `vnca evaluate`; return the exit status."""
     try:
-        from vnca.data import load_binarized_mnist
         from vnca.pretrained import resolve  # shipped models (the laptop chapter)
 
         model, config, step, source = resolve(args.run)
         shipped = not args.run.exists()
+        out = args.out or (Path(f"{args.run}-evaluation.json") if shipped
+                           else checkpoint_path(args.run).parent / "evaluation.json")
+        check_writable(out)  # fail now, not after the evaluation
         record = evaluate_model(model, config, step, source, samples=args.samples, images=args.images,
                                 seed=args.seed, chunk=args.chunk, batch_size=args.batch_size,
                                 data=load_binarized_mnist(args.data_dir), progress=not args.no_progress)
-        out = args.out or (Path(f"{args.run}-evaluation.json") if shipped
-                           else checkpoint_path(args.run).parent / "evaluation.json")
-        write_record(record, out)
     except (ValueError, DataError, CheckpointError) as err:
         print(f"vnca evaluate: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        print(f"vnca evaluate: error: {explain(err)}", file=sys.stderr)
+        return 4
+    try:
+        write_record(record, out)
+    except OSError as err:  # the disk filled up meanwhile: print the result, not lose it
+        print(json.dumps(record, indent=2))
+        print(f"vnca evaluate: error: the record above could not be saved: {explain(err)}",
+              file=sys.stderr)
+        return 4
     print(f"{record['model']} ({record['scale']}): log p(x) >= {record['log_likelihood']:.2f} "
           f"± {record['standard_error']:.2f} nats, K = {record['samples']}, {record['images']:,} images; "
           f"written to {out}")

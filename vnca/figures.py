@@ -11,9 +11,11 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
+from vnca.data import check_writable
 from vnca.doubling import DoublingDecoder
 from vnca.nca import run
 from vnca.nondoubling import NonDoublingDecoder
+from vnca.plot import save_figure
 from vnca.pool import damage
 from vnca.vae import VAE, reparameterise
 
@@ -148,17 +150,25 @@ def interpolations(model: VAE, pairs: dict, key: jax.Array, steps: int = 8, note
     return image_rows(rows, "latent interpolations", note)
 
 
-def first_of_digits(labels, digits, seed: int = 0) -> list[int]:
-    """A random test image of each of `digits`."""
-    rng = np.random.default_rng(seed)
-    return [int(rng.choice(np.flatnonzero(np.asarray(labels) == d))) for d in digits]
+def first_of_digits(labels, digits) -> list[int]:
+    """The index of the first image of each of `digits`."""
+    labels = np.asarray(labels)
+    missing = sorted(set(digits) - set(labels.tolist()))
+    if missing:
+        raise ValueError(f"no image is labelled {missing}")
+    return [int(np.flatnonzero(labels == d)[0]) for d in digits]
 
 
 # ---- book/experiments.md, code cell 11 ----
+TSNE_MIN = 10  # images: fewer cannot make a neighbourhood of any useful perplexity
+
+
 def tsne(encodings: dict, labels, seed: int = 0, note: str | None = None):
     """`encodings` maps a model's name to the encoder means of the same images; `labels` their digits."""
     from sklearn.manifold import TSNE
 
+    if min(len(m) for m in encodings.values()) < TSNE_MIN:
+        raise ValueError(f"t-SNE needs at least {TSNE_MIN} images")
     fig, axes = plt.subplots(1, len(encodings), figsize=(5 * len(encodings), 4.6), squeeze=False)
     for (name, means), ax in zip(encodings.items(), axes[0]):
         means = np.asarray(means, np.float64)
@@ -266,11 +276,16 @@ def probe_maps(model: VAE, probe, key: jax.Array, n: int = 8, note: str | None =
     digit = np.asarray(probe.classes_)[p.argmax(-1)]
     fig = image_rows({"means": jax.nn.sigmoid(states[..., 0]), "predicted digit": (digit + 0.5) / 10,
                       "confidence": p.max(-1)}, "linear probe on cell vectors", note)
+    fig.subplots_adjust(right=0.88)  # room for one colour bar beside each of the two rows
     for row, cmap, label in ((1, "tab10", "digit"), (2, "viridis", "probability")):
         axes = fig.axes[row * n:(row + 1) * n]
         for ax in axes:
             ax.get_images()[0].set_cmap(cmap)
-        bar = fig.colorbar(axes[0].get_images()[0], ax=axes, fraction=0.02, pad=0.01, label=label)
+        box = axes[-1].get_position()
+        cax = fig.add_axes([box.x1 + 0.012, box.y0, 0.012, box.height])
+        bar = fig.colorbar(axes[0].get_images()[0], cax=cax)
+        bar.set_label(label, fontsize=8)
+        bar.ax.tick_params(labelsize=7 if row == 2 else 6, length=2)
         if row == 1:
             bar.set_ticks([(d + 0.5) / 10 for d in range(10)], labels=[str(d) for d in range(10)])
     return fig
@@ -295,7 +310,7 @@ def make_figures(model: VAE, name: str, out, data, labels, key: jax.Array, note:
     from pathlib import Path
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_writable(out / "samples.png")  # fail now, not after the figures are computed
     keys = iter(jax.random.split(key, 16))
     rng = np.random.default_rng(0)
     test = np.asarray(data.test)
@@ -326,7 +341,7 @@ def make_figures(model: VAE, name: str, out, data, labels, key: jax.Array, note:
     for figure_name, make in made.items():
         fig = make()
         path = out / f"{figure_name}.png"
-        fig.savefig(path, dpi=110, bbox_inches="tight")
+        save_figure(fig, path, dpi=110, bbox_inches="tight")
         plt.close(fig)
         paths.append(path)
     return paths
@@ -338,8 +353,17 @@ import sys
 from pathlib import Path
 
 from vnca.checkpoint import CheckpointError
-from vnca.data import DataError
-from vnca.train import positive_int
+from vnca.data import DataError, explain
+
+
+def at_least(low: int):
+    """An argparse type: a whole number of at least `low`."""
+    def parse(text: str) -> int:
+        if int(text) < low:
+            raise argparse.ArgumentTypeError(
+                f"must be a whole number of at least {low}, got {text}")
+        return int(text)
+    return parse
 
 
 def add_figures_command(commands) -> None:
@@ -351,7 +375,9 @@ def add_figures_command(commands) -> None:
     figures.add_argument("--out", type=Path, required=True, help="the folder for the PNG files")
     figures.add_argument("--compare", type=Path, metavar="RUN_CHECKPOINT_OR_NAME",
                          help="a second run to put beside this one in the t-SNE figure")
-    figures.add_argument("--tsne-images", type=positive_int, default=5_000)
+    figures.add_argument("--tsne-images", type=at_least(TSNE_MIN), default=5_000,
+                         help="test images in the t-SNE figure "
+                         f"(default 5000, at least {TSNE_MIN})")
     figures.add_argument("--seed", type=int, default=0)
     figures.add_argument("--data-dir", type=Path, help="a folder with the data files")
     figures.set_defaults(handler=figures_command)
@@ -378,5 +404,8 @@ def figures_command(args) -> int:
     except (ValueError, DataError, CheckpointError) as err:
         print(f"vnca figures: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        print(f"vnca figures: error: {explain(err)}", file=sys.stderr)
+        return 4
     print("\n".join(str(p) for p in paths))
     return 0

@@ -2,11 +2,23 @@
 # edit the chapter named above each block, then run `python tools/export.py`.
 
 
-# ---- book/data.md, code cell 10 ----
+# ---- book/data.md, code cell 11 ----
 """Small plotting helpers shared by the chapters."""
+
+import io
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+
+from vnca.data import atomic_write
+
+
+def save_figure(fig, path, **options) -> None:
+    """Save a figure atomically, in the format its suffix names (.png, .svg, .pdf)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=Path(path).suffix[1:] or "png", **options)
+    atomic_write(path, buffer.getvalue())
 
 
 def image_grid(images, columns: int = 10, size: float = 0.8, title: str | None = None,

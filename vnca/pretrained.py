@@ -2,7 +2,7 @@
 # edit the chapter named above each block, then run `python tools/export.py`.
 
 
-# ---- book/laptop.md, code cell 6 ----
+# ---- book/laptop.md, code cell 7 ----
 """Trained models shipped inside the package: a manifest, verified weight files, `load(name)`."""
 
 import hashlib
@@ -84,7 +84,7 @@ def load(name: str, folder: str | Path | None = None) -> VAE:
     return load_with_entry(name, folder)[0]
 
 
-# ---- book/laptop.md, code cell 7 ----
+# ---- book/laptop.md, code cell 8 ----
 def ship(name: str, run: str | Path, record: dict, *, dtype: str = "float32", training: dict | None = None,
          folder: str | Path | None = None) -> dict:
     """Write a run's trained model into the package as `name`, with its evaluation `record` and

@@ -5,8 +5,11 @@
 # ---- book/train.md, code cell 1 ----
 """Training: the optimiser, the compiled multi-step update, and the loop with checkpoints."""
 
+import contextlib
 import dataclasses
+import errno
 import json
+import os
 import signal
 import time
 from dataclasses import dataclass, field
@@ -22,7 +25,7 @@ from tqdm import tqdm
 
 from vnca import checkpoint
 from vnca.baseline import BaselineConfig, baseline
-from vnca.data import batches, load_binarized_mnist
+from vnca.data import atomic_write, batches, load_binarized_mnist, remove_stale_parts
 from vnca.doubling import DoublingConfig, doubling_vnca
 from vnca.nca import scan
 from vnca.nondoubling import NonDoublingConfig, nondoubling_vnca, sample_steps
@@ -56,7 +59,8 @@ LAPTOP_RUNS = {
                      batch_size=16, learning_rate=1e-3, steps=7_000),
     "nondoubling": dict(model_config=NonDoublingConfig(latent=32, hidden=32, min_steps=28, max_steps=40,
                                                        test_steps=32, encoder_width=16),
-                        batch_size=8, learning_rate=1e-3, steps=4_500, pool_size=128, state_penalty=1.0),
+                        batch_size=8, learning_rate=1e-3, steps=10_000, pool_size=128, state_penalty=1.0,
+                        encoder_from="doubling-laptop", decoder_first=2_000, kl_warmup=5_000),
 }
 PROFILES = ("smoke", "laptop", "full")
 
@@ -77,6 +81,10 @@ class TrainConfig:
     seed: int = 0
     pool_size: int = 0  # the non-doubling model's pool of grown states; 0: no pool
     state_penalty: float = 0.0  # not the paper's (see the pool chapter); 0: none
+    # Not the paper's; for the laptop non-doubling recipe (see the laptop chapter):
+    encoder_from: str = ""  # a shipped model whose encoder starts this one; "": random
+    decoder_first: int = 0  # first steps that train the decoder alone, on -log p(x|z)
+    kl_warmup: int = 0  # then steps over which the KL term's weight rises from 0 to 1
 
     def __post_init__(self):
         if self.model not in MODELS:
@@ -103,6 +111,9 @@ class TrainConfig:
             if self.pool_size % self.batch_size:
                 raise ValueError(f"pool_size ({self.pool_size}) must be a multiple of batch_size "
                                  f"({self.batch_size}), or 0 for no pool")
+        for name in ("decoder_first", "kl_warmup"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be 0 or more, got {getattr(self, name)}")
         if self.state_penalty < 0 or (self.state_penalty and not self.pool_size):
             raise ValueError(f"state_penalty must be 0, or positive with a pool; got {self.state_penalty}")
 
@@ -144,9 +155,31 @@ class TrainState(eqx.Module):
 
 def init_state(config: TrainConfig) -> TrainState:
     model = MODELS[config.model][1](config.model_config, key=jax.random.key(config.seed))
+    if config.encoder_from:
+        encoder = _shipped_encoder(config.encoder_from, model)
+        model = eqx.tree_at(lambda m: m.encoder, model, encoder)
     opt_state = optimiser(config.learning_rate, config.clip_norm).init(eqx.filter(model, eqx.is_inexact_array))
     pool = empty_pool(config.pool_size, config.model_config) if config.pool_size else None
     return TrainState(model, opt_state, jnp.zeros((), jnp.int32), pool)
+
+
+def kl_weight(config: TrainConfig, step):
+    """The KL term's weight at `step`: 0 while the decoder learns alone, then rising linearly to
+    1 over `kl_warmup` steps; 1 throughout in the paper's objective."""
+    ramp = (step - config.decoder_first + 1) / max(config.kl_warmup, 1)
+    return jnp.where(step < config.decoder_first, 0.0, jnp.clip(ramp, 0.0, 1.0))
+
+
+def _shipped_encoder(name: str, model):
+    from vnca import pretrained  # it imports this module
+
+    encoder = pretrained.load(name).encoder
+    shapes = [jax.tree.map(jnp.shape, eqx.filter(e, eqx.is_array))
+              for e in (encoder, model.encoder)]
+    if shapes[0] != shapes[1]:
+        raise ValueError(f"encoder_from={name!r}: that model's encoder has other shapes "
+                         "than this one's")
+    return encoder
 
 
 # ---- book/train.md, code cell 4 ----
@@ -162,14 +195,22 @@ def train_step(config: TrainConfig, state: TrainState, batch: jax.Array, pool_sh
         else:
             terms, *returned = pooled_batch_elbo(model, state.pool, batch, elbo_key, damage_key, steps)
         overflow = 0.0 if state.pool is None else state_overflow(returned[0])
+        objective = terms.elbo
+        if config.decoder_first or config.kl_warmup:  # the KL term weighed in gradually (laptop)
+            objective = terms.log_likelihood - kl_weight(config, state.step) * terms.kl
         if not config.state_penalty:  # the paper's objective, exactly
-            return -terms.elbo, (terms, returned, overflow)
-        return -terms.elbo + config.state_penalty * overflow, (terms, returned, overflow)
+            return -objective, (terms, returned, overflow)
+        return -objective + config.state_penalty * overflow, (terms, returned, overflow)
 
     (value, (terms, returned, overflow)), grads = eqx.filter_value_and_grad(loss, has_aux=True)(state.model)
     opt = optimiser(config.learning_rate, config.clip_norm)
     params = eqx.filter(state.model, eqx.is_inexact_array)
     updates, opt_state = opt.update(grads, state.opt_state, params)
+    if config.decoder_first:  # freeze the encoder's *updates*: Adam's moments for it keep learning
+        # its gradients' scale, so that unfreezing is not a step of several times the learning rate
+        thaw = (state.step >= config.decoder_first).astype(jnp.float32)
+        frozen = jax.tree.map(lambda u: u * thaw, updates.encoder)
+        updates = eqx.tree_at(lambda u: u.encoder, updates, frozen)
     grad_norm = optax.tree.norm(grads)
     metrics = {"loss": value, "elbo": terms.elbo, "log_likelihood": terms.log_likelihood, "kl": terms.kl,
                "grad_norm": grad_norm, "finite": jnp.isfinite(value) & jnp.isfinite(grad_norm)}
@@ -243,29 +284,37 @@ def load_run(path: Path, config: TrainConfig | None = None):
 
 
 def fit(config: TrainConfig, out: str | Path, *, resume: bool = False, data=None,
-        progress: bool = True, mesh: Mesh | None = None) -> TrainState:
+        progress: bool = True, mesh: Mesh | None = None, stop: "StopRequest | None" = None):
     """Train for config.steps steps, saving into `out`; return the final state."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out, stop = Path(out), stop or StopRequest()
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(out))
     path = out / CHECKPOINT
     if path.exists() and not resume:
         raise FileExistsError(f"{path} exists: pass resume=True (--resume) to continue that run, "
                               "or choose another output folder")
+    if resume and not path.exists():
+        raise checkpoint.CheckpointError(
+            f"{path}: no checkpoint to resume from; leave out resume=True (--resume) "
+            "to start a new run in this folder")
     mesh = mesh or data_mesh()
     if config.batch_size % mesh.size:
         raise ValueError(f"batch_size {config.batch_size} is not a multiple of the {mesh.size} devices")
-    if resume and path.exists():
+    out.mkdir(parents=True, exist_ok=True)
+    for part in remove_stale_parts(path):  # left by a process killed while saving
+        print(f"removed {part}, an unfinished checkpoint of a killed run")
+    if resume:
         state, _ = load_run(path, config)
         _truncate_metrics(out / METRICS, int(state.step))
     else:
         state = init_state(config)
+        (out / METRICS).unlink(missing_ok=True)  # a new run's metrics start empty
     state = place_state(state, mesh)
-    (out / "config.json").write_text(json.dumps(config.to_json(), indent=2))
+    atomic_write(out / "config.json", json.dumps(config.to_json(), indent=2).encode())
 
     images = (data or load_binarized_mnist()).train
     step = int(state.step)
     stream = batches(images, config.batch_size, jax.random.key(config.seed + 1), start=step)
-    stop = _StopRequest()
     bar = tqdm(total=config.steps, initial=step, disable=not progress, unit="step", desc=config.model)
     window, window_start = [], time.perf_counter()
     try:
@@ -280,20 +329,24 @@ def fit(config: TrainConfig, out: str | Path, *, resume: bool = False, data=None
                     raise NonFiniteError(
                         f"step {bad}: the loss or a gradient is not finite (loss {metrics['loss'].tolist()}); "
                         f"stopped. The last good checkpoint, if any, is {path}")
-                state, step = new_state, step + n
+                state, before, step = new_state, step, step + n
                 window.append(metrics)
                 bar.update(n)
                 bar.set_postfix(loss=f"{metrics['loss'][-1]:.2f}", elbo=f"{metrics['elbo'][-1]:.2f}")
-                if step % config.log_every == 0 or step == config.steps:
+                # "Crossed a multiple", not "is a multiple": a run resumed off the grid of
+                # steps_per_call (stopped at step 7, say) still logs and saves on schedule.
+                if step // config.log_every > before // config.log_every or step == config.steps:
                     now = time.perf_counter()
                     _log(out / METRICS, step, window, (now - window_start))
                     window, window_start = [], now
-                if step % config.checkpoint_every == 0 or step == config.steps or stop.requested:
+                if (step // config.checkpoint_every > before // config.checkpoint_every
+                        or step == config.steps or stop.requested):
                     checkpoint.save(path, jax.device_get(state), _metadata(config, step))
     finally:
         bar.close()
     if stop.requested:
-        print(f"stopped by signal at step {step}; checkpoint saved to {path}")
+        print(f"stopped by {stop.name} at step {step:,} of {config.steps:,}; the checkpoint "
+              f"{path} holds it: resume to continue")
     return state
 
 
@@ -307,17 +360,24 @@ def _log(path: Path, step: int, window: list, seconds: float) -> None:
 
 def _truncate_metrics(path: Path, step: int) -> None:
     """Drop metrics logged after the checkpoint we resume from: they will be logged again."""
-    if path.exists():
-        kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
-        path.write_text("".join(line + "\n" for line in kept))
+    kept = [r for r in read_metrics(path.parent) if r["step"] <= step]
+    atomic_write(path, "".join(json.dumps(r) + "\n" for r in kept).encode())
 
 
-class _StopRequest:
+class StopRequest:
     """Turns SIGTERM and SIGINT into a request to save and stop after the current call."""
 
     def __init__(self):
-        self.requested = False
+        self.signal = None  # the signal that asked to stop, if any
         self._previous = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signal is not None
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signal).name if self.requested else "nothing"
 
     def __enter__(self):
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -328,17 +388,23 @@ class _StopRequest:
         return self
 
     def _handle(self, signum, frame):
-        self.requested = True
+        self.signal = signum
 
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+        self._previous = {}
         return False
 
 
 def read_metrics(out: str | Path) -> list[dict]:
+    """The metrics a run logged; a line cut short by a killed process is skipped."""
     path = Path(out) / METRICS
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    records = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        with contextlib.suppress(json.JSONDecodeError):
+            records.append(json.loads(line))
+    return records
 
 
 def plot_metrics(out: str | Path, title: str | None = None):
@@ -371,7 +437,8 @@ import argparse
 import sys
 
 from vnca.checkpoint import CheckpointError
-from vnca.data import DataError
+from vnca.data import DataError, explain
+from vnca.plot import save_figure
 
 
 def positive_int(text: str) -> int:
@@ -410,6 +477,12 @@ def add_train_command(commands) -> None:
     train.add_argument("--state-penalty", type=float, help="non-doubling with a pool only: weight of the "
                        "penalty on hidden channels beyond +-3, not in the paper (default: the profile's, "
                        "1 in laptop, else 0)")
+    train.add_argument("--encoder-from", metavar="NAME", help="start the encoder from a shipped "
+                       "model's (not in the paper; the laptop non-doubling recipe's: doubling-laptop)")
+    train.add_argument("--decoder-first", type=int, metavar="STEPS", help="train the decoder alone, "
+                       "the encoder frozen, for this many first steps (not in the paper)")
+    train.add_argument("--kl-warmup", type=int, metavar="STEPS", help="then raise the KL term's "
+                       "weight from 0 to 1 over this many steps (not in the paper)")
     train.add_argument("--data-dir", type=Path, help="a folder with the data files (else "
                        "$VNCA_DATA_DIR, else download)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -420,7 +493,11 @@ def train_command(args) -> int:
     """Run `vnca train`; return the exit status."""
     overrides = {k: v for k, v in [("steps", args.steps), ("batch_size", args.batch_size),
                                    ("seed", args.seed), ("pool_size", args.pool_size),
-                                   ("state_penalty", args.state_penalty)] if v is not None}
+                                   ("state_penalty", args.state_penalty),
+                                   ("encoder_from", args.encoder_from),
+                                   ("decoder_first", args.decoder_first),
+                                   ("kl_warmup", args.kl_warmup)] if v is not None}
+    stop = StopRequest()
     try:
         config = train_config(args.model, args.profile, **overrides)
         if args.update_probability is not None:
@@ -428,16 +505,33 @@ def train_command(args) -> int:
                 raise ValueError(f"--update-probability: the {args.model} model has no NCA")
             config = dataclasses.replace(config, model_config=dataclasses.replace(
                 config.model_config, update_probability=args.update_probability))
-        from vnca.data import load_binarized_mnist
-
         data = load_binarized_mnist(args.data_dir)
-        fit(config, args.out, resume=args.resume, data=data, progress=not args.no_progress)
-        plot_metrics(args.out, title=f"{args.model} ({args.profile})").savefig(args.out / "metrics.png", dpi=120)
+        state = fit(config, args.out, resume=args.resume, data=data,
+                    progress=not args.no_progress, stop=stop)
+        figure = plot_metrics(args.out, title=f"{args.model} ({args.profile})")
+        save_figure(figure, args.out / "metrics.png", dpi=120)
     except (ValueError, FileExistsError, DataError, CheckpointError) as err:
         print(f"vnca train: error: {err}", file=sys.stderr)
         return 2
     except NonFiniteError as err:
         print(f"vnca train: {err}", file=sys.stderr)
         return 3
+    except OSError as err:  # a full disk, a read-only folder, --out naming a file
+        print(f"vnca train: error: {explain(err)}.{_last_good(args.out / CHECKPOINT)}",
+              file=sys.stderr)
+        return 4
+    if stop.requested:  # exit as a process killed by the signal would, so schedulers see it
+        print(f"vnca train: stopped by {stop.name} at step {int(state.step):,} of "
+              f"{config.steps:,}; run the same command with --resume to continue",
+              file=sys.stderr)
+        return 128 + stop.signal
     print(f"done: {args.out}")
     return 0
+
+
+def _last_good(path: Path) -> str:
+    try:
+        step = checkpoint.read_metadata(path)["step"]
+    except (CheckpointError, OSError):
+        return " No checkpoint was saved."
+    return f" The last good checkpoint, step {step:,}, is {path}: add --resume once this is fixed."

@@ -124,10 +124,11 @@ def log_importance_weights(model: VAE, x: Float[Array, "32 32"], key: PRNGKeyArr
 
     def log_weight(key):
         sample_key, decoder_key = jax.random.split(key)
-        z = reparameterise(sample_key, mean, log_scale)
+        noise = jax.random.normal(sample_key, mean.shape, mean.dtype)
+        z = mean + jnp.exp(log_scale) * noise  # as `reparameterise` draws it
         logits = model.decoder(z, key=decoder_key, steps=steps)
-        return (bernoulli_log_likelihood(logits, x) + normal_log_density(z)
-                - normal_log_density(z, mean, log_scale))
+        log_q = normal_log_density(noise) - jnp.sum(log_scale)  # change of variables
+        return bernoulli_log_likelihood(logits, x) + normal_log_density(z) - log_q
 
     return jax.lax.map(log_weight, jax.random.split(key, samples), batch_size=min(chunk, samples))
 
