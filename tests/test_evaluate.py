@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from vnca.devices import cpu_cores, cpu_device_count
 from vnca.evaluate import read_records, results_table, summarise
 
 SHARDED = textwrap.dedent("""
@@ -106,7 +107,9 @@ def test_evaluate_command(tmp_path, smoke_run):
     assert record["log_likelihood"] < 0 and record["standard_error"] > 0 and record["images_per_second"] > 0
     assert "log p(x) >=" in first.stdout
     again = subprocess.run([*args[:2], str(run / "checkpoint.vnca"), *args[3:], "--out", str(tmp_path / "again.json"),
-                            "--batch-size", "5"], capture_output=True, text=True, timeout=900)
+                            # 5 images per CPU device: the last batch is part empty
+                            "--batch-size", str(5 * cpu_device_count(cpu_cores()))],
+                           capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
     repeated = json.loads((tmp_path / "again.json").read_text())
     assert repeated["log_likelihood"] == pytest.approx(record["log_likelihood"], abs=1e-4)  # seeded per image

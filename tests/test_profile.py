@@ -1,14 +1,16 @@
+from pathlib import Path
+
 import jax
 import pytest
 
-from vnca.profile import by_profile, current_profile
+from vnca.profile import by_profile, current_profile, runs_folder
 
 
-@pytest.mark.parametrize("backend, expected", [("cpu", "smoke"), ("gpu", "full"), ("tpu", "full")])
-def test_default_follows_the_backend(monkeypatch, backend, expected):
+@pytest.mark.parametrize("backend", ["cpu", "gpu", "tpu"])
+def test_default_is_smoke_on_every_machine(monkeypatch, backend):
     monkeypatch.delenv("VNCA_PROFILE", raising=False)
     monkeypatch.setattr(jax, "default_backend", lambda: backend)
-    assert current_profile() == expected
+    assert current_profile() == "smoke"
 
 
 @pytest.mark.parametrize("value, expected", [("smoke", "smoke"), ("full", "full"), (" FULL ", "full")])
@@ -24,3 +26,19 @@ def test_unknown_profile_is_a_clear_error(monkeypatch):
         current_profile()
     with pytest.raises(ValueError, match="unknown profile"):
         by_profile(smoke=1, full=2, profile="tiny")
+
+
+def test_full_runs_go_where_they_outlive_the_session(monkeypatch, tmp_path):
+    monkeypatch.delenv("VNCA_RUNS", raising=False)
+    monkeypatch.delenv("COLAB_RELEASE_TAG", raising=False)
+    assert runs_folder(tmp_path) == Path("runs")  # a plain machine: the current folder
+    (tmp_path / "content").mkdir()
+    assert runs_folder(tmp_path) == Path("runs")  # a folder called content is not Colab
+    monkeypatch.setenv("COLAB_RELEASE_TAG", "release-colab_20261101")
+    assert runs_folder(tmp_path) == tmp_path / "content/runs"
+    (tmp_path / "content/drive/MyDrive").mkdir(parents=True)  # Google Drive mounted
+    assert runs_folder(tmp_path) == tmp_path / "content/drive/MyDrive/vnca-runs"
+    (tmp_path / "kaggle/working").mkdir(parents=True)
+    assert runs_folder(tmp_path) == tmp_path / "kaggle/working/runs"
+    monkeypatch.setenv("VNCA_RUNS", str(tmp_path / "mine"))
+    assert runs_folder(tmp_path) == tmp_path / "mine"

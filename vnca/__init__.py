@@ -4,4 +4,8 @@ The modules of this package are generated from the book's chapters by tools/expo
 chapter named at the top of each block to learn what the code does and why.
 """
 
+from vnca.devices import use_cpu_cores
+
+use_cpu_cores()  # one CPU device per core, before JAX starts (see the scaling-out chapter)
+
 __version__ = "0.1.0"

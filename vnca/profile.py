@@ -3,20 +3,18 @@
 
 
 # ---- book/data.md, code cell 1 ----
-"""How large a run the book's chapters make: `smoke` (CPU, minutes) or `full` (the paper's scale)."""
+"""How large a run the book's chapters make: `smoke` (minutes) or `full` (the paper's scale), and
+where a full run keeps its checkpoints."""
 
 import os
-
-import jax
+from pathlib import Path
 
 PROFILES = ("smoke", "full")
 
 
 def current_profile() -> str:
-    """`$VNCA_PROFILE` if set, else `smoke` on a CPU and `full` on an accelerator."""
-    value = os.environ.get("VNCA_PROFILE", "").strip().lower()
-    if not value:
-        return "smoke" if jax.default_backend() == "cpu" else "full"
+    """`$VNCA_PROFILE` if set, else `smoke`, whatever the machine: the paper's scale is a choice."""
+    value = os.environ.get("VNCA_PROFILE", "").strip().lower() or "smoke"
     if value not in PROFILES:
         raise ValueError(f"VNCA_PROFILE is {value!r}; expected one of: {', '.join(PROFILES)}")
     return value
@@ -28,3 +26,17 @@ def by_profile(*, smoke, full, profile: str | None = None):
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; expected one of: {', '.join(PROFILES)}")
     return smoke if profile == "smoke" else full
+
+
+def runs_folder(root: Path = Path("/")) -> Path:
+    """Where full runs live so that they outlive a notebook session: $VNCA_RUNS; Kaggle's
+    saved output; a mounted Google Drive on Colab, else /content; else ./runs."""
+    if os.environ.get("VNCA_RUNS"):
+        return Path(os.environ["VNCA_RUNS"])
+    if (root / "kaggle/working").is_dir():
+        return root / "kaggle/working/runs"
+    if (root / "content/drive/MyDrive").is_dir():
+        return root / "content/drive/MyDrive/vnca-runs"
+    if (root / "content").is_dir() and "COLAB_RELEASE_TAG" in os.environ:
+        return root / "content/runs"
+    return Path("runs")
