@@ -5,6 +5,7 @@ driven by playwright, against the site served on 127.0.0.1, with every request e
 """
 
 import functools
+import json
 import http.server
 import re
 import subprocess
@@ -12,6 +13,7 @@ import sys
 import threading
 import urllib.parse
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import nbformat
@@ -103,6 +105,17 @@ def test_notebooks_are_published_without_outputs(site):
         assert "vnca-install" in code[0].metadata["tags"]  # the install cell comes first
         committed = ROOT / "notebooks" / path.name
         assert path.read_text() == committed.read_text(), f"{path.name}: the site's and the repository's differ"
+
+
+def test_the_package_wheel_is_served_with_the_site(site):
+    wheel = site / chapter_notebooks.WHEEL_FOLDER / chapter_notebooks.wheel_name()
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        assert archive.testzip() is None
+    manifest = json.loads((ROOT / "vnca" / "weights" / "manifest.json").read_text())
+    assert {"vnca/cli.py", "vnca/weights/manifest.json"} <= names
+    assert {f"vnca/weights/{entry['file']}" for entry in manifest["models"].values()} <= names
+    assert not (ROOT / "build").exists()  # built from a copy: nothing left in the checkout
 
 
 def test_mathjax_is_served_with_the_site(site):

@@ -34,6 +34,7 @@ def test_notebook_is_valid_output_free_and_installs_first(path):
     repo = chapter_notebooks.repository(ROOT)
     assert f"vnca @ git+{repo.url}@{repo.branch}" in install.source  # the code beside the notebook
     assert "Internet on" in install.source and "SystemExit" in install.source  # a failure says what to do
+    assert f"wheels/{chapter_notebooks.wheel_name()}" in install.source  # and names the offline route
     assert 'f"jax=={jax.__version__}"' in install.source  # the platform's JAX stays
     compile(install.source, path.name, "exec")
     assert sum("vnca-install" in c.metadata.get("tags", []) for c in nb.cells) == 1

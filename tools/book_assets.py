@@ -6,17 +6,22 @@
 - Each chapter as an output-free Jupyter notebook, `notebooks/<chapter>.ipynb` (the same notebooks
   that `tools/chapter_notebooks.py` commits), and, at the top of each chapter page, links to download
   it and to open it in Colab and in Kaggle.
+- The package as a wheel, `wheels/vnca-<version>-py3-none-any.whl`, built from this checkout: the
+  install route for a machine that cannot reach GitHub (the notebooks' install cell names it).
 """
 
 from __future__ import annotations
 
 import html
 import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import nbformat
 
-from chapter_notebooks import is_notebook, notebook, repository
+from chapter_notebooks import WHEEL_FOLDER, is_notebook, notebook, repository, wheel_name
 
 ROOT = Path(__file__).resolve().parent.parent
 MATHJAX = ROOT / "node_modules" / "mathjax" / "es5"
@@ -70,6 +75,29 @@ def _write_assets(app, exception) -> None:
         target = outdir / "notebooks" / f"{Path(docname).name}.ipynb"
         target.parent.mkdir(parents=True, exist_ok=True)
         nbformat.write(notebook(path, repo, names), target)
+    build_wheel(outdir / WHEEL_FOLDER)
+
+
+def build_wheel(outdir: Path, root: Path = ROOT) -> Path:
+    """Build the package's wheel into `outdir` from a copy of what it is made of (so that the build
+    leaves nothing in the checkout), with the setuptools already installed: no network."""
+    with tempfile.TemporaryDirectory(prefix="vnca-wheel-") as tmp:
+        source = Path(tmp) / "source"
+        shutil.copytree(root / "vnca", source / "vnca", ignore=shutil.ignore_patterns("__pycache__"))
+        for name in ("pyproject.toml", "README.md"):
+            shutil.copy2(root / name, source / name)
+        result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
+                                 "--no-build-isolation", "--wheel-dir", str(Path(tmp) / "dist"), str(source)],
+                                capture_output=True, text=True)
+        if result.returncode:
+            raise AssetError(f"building the wheel failed:\n{result.stderr[-3000:]}")
+        outdir.mkdir(parents=True, exist_ok=True)
+        built = Path(tmp) / "dist" / wheel_name(root)
+        if not built.is_file():
+            raise AssetError(f"pip wheel did not make {built.name}")
+        target = outdir / built.name
+        shutil.copy2(built, target)
+    return target
 
 
 def setup(app):

@@ -49,7 +49,18 @@ if importlib.util.find_spec("vnca") is None:
             "Could not install vnca from {url} (see pip's message above). On Kaggle, "
             "switch the internet on (Settings > Internet on) and run this cell again. "
             "Elsewhere, check that this machine reaches github.com, or install vnca "
-            "yourself (pip install git+{url}) and restart.") from None'''
+            "yourself (pip install git+{url}) and restart. Without GitHub: the book's "
+            "site serves the package as a wheel, wheels/{wheel} beside its pages; "
+            "upload it here and pip install it.") from None'''
+WHEEL_FOLDER = "wheels"  # in the site, beside the pages (tools/book_assets.py writes it)
+
+
+def wheel_name(root: Path = ROOT) -> str:
+    """The file name of the package's wheel, at the version in pyproject.toml."""
+    import tomllib
+
+    version = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]
+    return f"vnca-{version}-py3-none-any.whl"
 
 
 @dataclass(frozen=True)
@@ -116,7 +127,7 @@ def notebook(path: Path, repo: Repository, notebooks: set[str]) -> nbformat.Note
             cell.execution_count = None
         elif cell.cell_type == "markdown":
             cell.source = plain_markdown(cell.source, repo, notebooks)
-    install = nbformat.v4.new_code_cell(INSTALL.format(url=repo.url, ref=repo.branch),
+    install = nbformat.v4.new_code_cell(INSTALL.format(url=repo.url, ref=repo.branch, wheel=wheel_name()),
                                         metadata={"tags": [INSTALL_TAG, "remove-cell"]})
     nb.cells.insert(0, install)
     for i, cell in enumerate(nb.cells):  # ids that do not change from one run to the next

@@ -1,0 +1,45 @@
+"""The package as a user gets it: the wheel alone, in a fresh virtual environment, with no checkout."""
+
+import json
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+from book_assets import build_wheel  # noqa: E402
+
+
+@pytest.mark.slow
+def test_a_fresh_environment_with_only_the_wheel_draws_and_evaluates(tmp_path):
+    wheel = build_wheel(tmp_path / "dist")
+    env_dir = tmp_path / "env"
+    venv.create(env_dir, with_pip=True)
+    bin_dir = env_dir / "bin"
+    # Its dependencies come from the package registry, as they would for a user.
+    subprocess.run([str(bin_dir / "python"), "-m", "pip", "install", "--quiet", str(wheel)], check=True,
+                   timeout=1200)
+    work = tmp_path / "elsewhere"  # not the checkout: only the installed package is importable
+    work.mkdir()
+    environment = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    environment["MPLBACKEND"] = "Agg"
+
+    def vnca(*args):
+        result = subprocess.run([str(bin_dir / "vnca"), *args], cwd=work, env=environment,
+                                capture_output=True, text=True, timeout=1800)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+        return result
+
+    where = subprocess.run([str(bin_dir / "python"), "-c", "import vnca; print(vnca.__file__)"], cwd=work,
+                           env=environment, capture_output=True, text=True, check=True).stdout
+    assert str(env_dir) in where and str(ROOT) not in where
+    vnca("figures", "doubling-laptop", "--out", "figures", "--tsne-images", "200")
+    pngs = sorted((work / "figures").glob("*.png"))
+    assert len(pngs) >= 5 and all(p.stat().st_size > 10_000 for p in pngs), pngs
+    vnca("evaluate", "doubling-laptop", "--images", "8", "--out", "record.json", "--no-progress")
+    record = json.loads((work / "record.json").read_text())
+    assert record["images"] == 8 and record["model"] == "doubling" and -200 < record["log_likelihood"] < -50
