@@ -3,7 +3,8 @@
 
 
 # ---- book/sharding.md, code cell 5 ----
-"""One JAX CPU device per core, so that a sharded batch runs on all of them (the scaling-out chapter)."""
+"""One JAX CPU device per core, so that a sharded batch runs on all of
+them (the scaling-out chapter)."""
 
 import os
 
@@ -13,7 +14,7 @@ MAX_CPU_DEVICES = 8
 
 
 def cpu_cores() -> int:
-    """The cores this process may run on (its CPU affinity, where the system has one)."""
+    """The cores this process may run on (its CPU affinity, if any)."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows
@@ -21,8 +22,8 @@ def cpu_cores() -> int:
 
 
 def cpu_device_count(cores: int) -> int:
-    """The largest power of two that is at most `cores` and MAX_CPU_DEVICES: the batches of
-    the book's recipes (8, 16, 32, 128) split evenly over it."""
+    """The largest power of two up to `cores` and MAX_CPU_DEVICES: the
+    batches of the book's recipes (8, 16, 32, 128) split evenly over it."""
     count = 1
     while count * 2 <= min(cores, MAX_CPU_DEVICES):
         count *= 2
@@ -30,15 +31,17 @@ def cpu_device_count(cores: int) -> int:
 
 
 def use_cpu_cores(count: int | None = None) -> int | None:
-    """Ask JAX for `count` CPU devices (default: one per core, see above). Leaves JAX alone, and
-    returns None, if it has started or a count is chosen ($JAX_NUM_CPU_DEVICES or the XLA flag
-    --xla_force_host_platform_device_count); else returns the count."""
+    """Ask JAX for `count` CPU devices (default: one per core, as above).
+    Returns the count, or None if it left JAX alone: JAX has started, or
+    a count is chosen ($JAX_NUM_CPU_DEVICES, or the XLA flag
+    --xla_force_host_platform_device_count)."""
     flags = os.environ.get("XLA_FLAGS", "")
-    if jax.config.jax_num_cpu_devices >= 0 or "xla_force_host_platform_device_count" in flags:
+    if (jax.config.jax_num_cpu_devices >= 0
+            or "xla_force_host_platform_device_count" in flags):
         return None
     count = count or cpu_device_count(cpu_cores())
     try:
         jax.config.update("jax_num_cpu_devices", count)
-    except RuntimeError:  # JAX has started: its devices are fixed for this process
+    except RuntimeError:  # JAX has started: its devices are fixed now
         return None
     return count

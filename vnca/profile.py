@@ -3,8 +3,8 @@
 
 
 # ---- book/data.md, code cell 1 ----
-"""How large a run the book's chapters make: `smoke` (minutes) or `full` (the paper's scale), and
-where a full run keeps its checkpoints."""
+"""How large a run the book's chapters make: `smoke` (minutes) or `full`
+(the paper's scale), and where a full run keeps its checkpoints."""
 
 import os
 from pathlib import Path
@@ -13,7 +13,8 @@ PROFILES = ("smoke", "full")
 
 
 def current_profile() -> str:
-    """`$VNCA_PROFILE` if set, else `smoke`, whatever the machine: the paper's scale is a choice."""
+    """`$VNCA_PROFILE` if set, else `smoke` on any machine: the paper's
+    scale is a choice."""
     value = os.environ.get("VNCA_PROFILE", "").strip().lower() or "smoke"
     if value not in PROFILES:
         raise ValueError(f"VNCA_PROFILE is {value!r}; expected one of: {', '.join(PROFILES)}")
@@ -29,14 +30,16 @@ def by_profile(*, smoke, full, profile: str | None = None):
 
 
 def runs_folder(root: Path = Path("/")) -> Path:
-    """Where full runs live so that they outlive a notebook session: $VNCA_RUNS; Kaggle's
-    saved output; a mounted Google Drive on Colab, else /content; else ./runs."""
+    """Where full runs live, so that they outlive a notebook session:
+    $VNCA_RUNS; Kaggle's saved output; a mounted Google Drive on Colab,
+    else /content; else ./runs."""
     if os.environ.get("VNCA_RUNS"):
         return Path(os.environ["VNCA_RUNS"])
     if (root / "kaggle/working").is_dir():
         return root / "kaggle/working/runs"
     if (root / "content/drive/MyDrive").is_dir():
         return root / "content/drive/MyDrive/vnca-runs"
-    if (root / "content").is_dir() and "COLAB_RELEASE_TAG" in os.environ:
+    colab = "COLAB_RELEASE_TAG" in os.environ
+    if colab and (root / "content").is_dir():
         return root / "content/runs"
     return Path("runs")
