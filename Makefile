@@ -35,6 +35,7 @@ test: setup
 	$(BIN)/python -m pytest
 
 export: $(VENV)/.installed
+	$(BIN)/python tools/format_chapters.py
 	$(BIN)/python tools/export.py
 	$(BIN)/python tools/chapter_notebooks.py
 

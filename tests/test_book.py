@@ -70,6 +70,20 @@ def test_every_chapter_is_a_page_with_executed_outputs(site, page):
         assert re.search(r'<img[^>]+src="[^"]+\.png"', html), f"{page}: no figure"
 
 
+def test_teachers_page_gives_each_chapters_run_time_from_this_build(site):
+    html = (site / "book" / "teachers.html").read_text()
+    rows = re.findall(r"<tr[^>]*>(.*?)</tr>", html, re.S)
+    assert rows and "Run Time (s)" in rows[0]
+    times = {}
+    for row in rows[1:]:
+        cells = [re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)]
+        if cells and cells[0].startswith("book/"):
+            assert cells[-1] == "✅", row
+            times[cells[0]] = float(cells[-2])
+    assert set(times) == set(CHAPTERS), times  # every chapter that runs code, and only those
+    assert all(0 < t < 900 for t in times.values()), times  # minutes at most, each
+
+
 def test_data_chapter_shows_its_figures_and_results(site):
     html = (site / "book" / "data.html").read_text()
     images = re.findall(r'<img[^>]+src="([^"]+\.png)"', html)
@@ -194,6 +208,12 @@ def test_page_in_a_browser(browser, server, page_name):
         math = page.evaluate("""() => [...document.querySelectorAll('span.math, div.math')]
             .map(el => el.querySelector('mjx-container') !== null)""")
         assert all(math), f"{page_name}: {math.count(False)} of {len(math)} formulas not typeset"
+    # The code and what it prints fit the column of a 1,280-pixel-wide screen: no scrolling.
+    assert page.viewport_size["width"] == 1280
+    wide = page.evaluate("""() => [...document.querySelectorAll('div.cell pre')]
+        .filter(p => p.scrollWidth > p.clientWidth + 1)
+        .map(p => p.textContent.split('\\n').reduce((a, b) => a.length > b.length ? a : b))""")
+    assert wide == [], f"{page_name}: code or output wider than the column: {wide}"
     # Every image has loaded and has a size.
     images = page.evaluate("""() => [...document.images].map(i => [i.src, i.complete && i.naturalWidth > 0])""")
     broken = [src for src, ok in images if not ok]

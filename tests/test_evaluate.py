@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from vnca.devices import cpu_cores, cpu_device_count
-from vnca.evaluate import read_records, results_table, summarise
+from vnca import pretrained
+from vnca.evaluate import book_records, read_records, results_table, summarise
 
 SHARDED = textwrap.dedent("""
     import math
@@ -93,6 +94,34 @@ def test_results_table_has_a_column_per_scale_and_skips_other_records(tmp_path):
     assert "| convolutional baseline | not reported | -84.64 | - | - |" in lines  # smoke is not a result
     assert "| non-doubling VNCA | -90.97 | -89.3 | - | - |" in lines
     assert "-150.00" in results_table(read_records(tmp_path), scales=("smoke",))
+
+
+def test_book_records_are_the_shipped_ones_then_the_checkouts_then_yours(tmp_path, monkeypatch):
+    def by_key(records):
+        return {(r["scale"], r["model"]): r for r in records}
+
+    book = tmp_path / "anywhere" / "book"  # a notebook downloaded alone: no ../results
+    book.mkdir(parents=True)
+    monkeypatch.chdir(book)
+    monkeypatch.setenv("VNCA_RUNS", str(tmp_path / "runs"))
+    shipped = by_key(book_records())
+    for name, entry in pretrained.manifest().items():
+        record = shipped["laptop", entry["model"]]
+        assert record["log_likelihood"] == entry["evaluation"]["log_likelihood"]
+        assert record["images"] == entry["evaluation"]["images"] and record["step"] == entry["step"]
+    assert len(shipped) == len(pretrained.manifest())
+    # A checkout's results/ replaces a shipped record; your own runs' records come last.
+    (book.parent / "results").mkdir()
+    (book.parent / "results" / "doubling-laptop.json").write_text(json.dumps(
+        {"model": "doubling", "scale": "laptop", "log_likelihood": -99.0, "standard_error": 0.5, "images": 10}))
+    (tmp_path / "runs" / "results").mkdir(parents=True)
+    (tmp_path / "runs" / "results" / "doubling.json").write_text(json.dumps(
+        {"model": "doubling", "scale": "full", "log_likelihood": -84.0, "standard_error": 0.3, "images": 10_000}))
+    records = by_key(book_records())
+    assert records["laptop", "doubling"]["log_likelihood"] == -99.0
+    assert records["full", "doubling"]["log_likelihood"] == -84.0
+    assert records["laptop", "baseline"] == shipped["laptop", "baseline"]
+    assert "-84.00 ± 0.30 (10,000 images)" in results_table(list(records.values()))
 
 
 def test_evaluate_command(tmp_path, smoke_run):

@@ -10,6 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 import export  # noqa: E402
+import format_chapters  # noqa: E402
 
 ROOT = export.ROOT
 
@@ -18,6 +19,20 @@ def test_package_matches_the_chapters():
     stale, orphaned = export.check()
     assert not stale, f"stale generated files (run `python tools/export.py`): {stale}"
     assert not orphaned, f"generated files that no chapter exports any more: {orphaned}"
+
+
+def test_chapter_code_fits_the_page_column():
+    too_long = format_chapters.long_lines()
+    assert not too_long, (
+        f"code lines wider than {format_chapters.WIDTH} characters (run "
+        "`python tools/format_chapters.py`):\n" + "\n".join(too_long))
+
+
+def test_the_column_check_finds_a_long_line(tmp_path):
+    (tmp_path / "book").mkdir()
+    cell = "```{code-cell} ipython3\n#| export vnca.x\nx = 1\n" + "y" * 80 + " = 2\n```\n"
+    (tmp_path / "book" / "c.md").write_text("# A chapter\n\n" + cell, encoding="utf-8")
+    assert format_chapters.long_lines(tmp_path) == [f"book/c.md:6: {'y' * 60}"]
 
 
 def test_every_module_of_the_package_is_generated_except_the_init():

@@ -337,3 +337,17 @@ def test_first_of_digits_is_the_first():
     assert first_of_digits(labels, [1, 7, 3, 0]) == [1, 2, 0, 6]
     with pytest.raises(ValueError, match=r"no image is labelled \[9\]"):
         first_of_digits(labels, [1, 9])
+
+
+def test_an_atomically_written_file_has_the_mode_a_plain_write_gives(tmp_path):
+    # mkstemp's files are private (0600): a record written that way was unreadable to others
+    (tmp_path / "plain.json").write_text("{}")
+    D.atomic_write(tmp_path / "atomic.json", b"{}")
+    mode = (tmp_path / "atomic.json").stat().st_mode & 0o777
+    assert mode == (tmp_path / "plain.json").stat().st_mode & 0o777
+    old = os.umask(0o077)  # and it follows the umask, as open() does
+    try:
+        D.atomic_write(tmp_path / "private.json", b"{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "private.json").stat().st_mode & 0o777 == 0o600

@@ -1,6 +1,7 @@
 """The committed chapter notebooks: in sync with the chapters, valid, output-free, install cell first."""
 
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -40,6 +41,48 @@ def test_notebook_is_valid_output_free_and_installs_first(path):
     assert sum("vnca-install" in c.metadata.get("tags", []) for c in nb.cells) == 1
     chapter = (ROOT / "book" / f"{path.stem}.md").read_text()
     assert "vnca-install" not in chapter  # the book build never sees the install cell
+
+
+def test_only_the_chapters_that_read_the_repository_clone_it():
+    cloning = {p.stem for p in NOTEBOOKS
+               if any(chapter_notebooks.CHECKOUT_TAG in c.metadata.get("tags", [])
+                      for c in nbformat.read(p, as_version=4).cells)}
+    assert cloning == {"laptop"}
+    nb = nbformat.read(ROOT / "notebooks" / "laptop.ipynb", as_version=4)
+    assert chapter_notebooks.CHECKOUT_TAG in nb.cells[1].metadata["tags"]
+
+
+def _run_checkout_cell(work: Path, url: str) -> subprocess.CompletedProcess:
+    code = chapter_notebooks.CHECKOUT.format(url=url, ref="main")
+    code += "\nprint(pathlib.Path.cwd())"
+    return subprocess.run([sys.executable, "-c", code], cwd=work, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_the_checkout_cell_clones_the_branch_and_moves_into_its_book_folder(tmp_path):
+    remote = tmp_path / "remote"
+    (remote / "results" / "laptop").mkdir(parents=True)
+    (remote / "book").mkdir()
+    (remote / "results" / "laptop" / "x.json").write_text("{}")
+    (remote / "book" / "laptop.md").write_text("# chapter")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(remote)]
+    for args in (["init", "-q", "-b", "main"], ["add", "."], ["commit", "-q", "-m", "x"]):
+        subprocess.run(git + args, check=True)
+    work = tmp_path / "work"
+    work.mkdir()
+    done = _run_checkout_cell(work, remote.as_uri())
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(work / "vnca-book" / "book")
+    assert (work / "vnca-book" / "results" / "laptop" / "x.json").exists()
+    again = _run_checkout_cell(work, remote.as_uri())  # a second run reuses the clone
+    assert again.returncode == 0 and again.stdout.strip() == str(work / "vnca-book" / "book")
+
+
+def test_the_checkout_cell_says_what_to_do_when_it_cannot_clone(tmp_path):
+    done = _run_checkout_cell(tmp_path, (tmp_path / "no-such-repository").as_uri())
+    assert done.returncode == 1
+    assert "Could not clone" in done.stderr and "Internet" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_links_are_built_from_the_one_repository_setting(tmp_path):

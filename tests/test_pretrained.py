@@ -166,3 +166,24 @@ def test_a_wheel_of_the_repository_carries_the_weights(tmp_path):
     assert loaded.returncode == 0, loaded.stderr[-3000:]
     where, count = loaded.stdout.split()
     assert Path(where).is_relative_to(site) and int(count) > 100_000
+
+
+def test_a_new_evaluation_replaces_the_shipped_one_and_nothing_else(copied):
+    before = pretrained.manifest(copied)
+    record = {"model": "doubling", "step": before["doubling-laptop"]["step"], "log_likelihood": -100.5,
+              "standard_error": 0.25, "images": 10_000, "samples": 128, "seed": 0, "test_images": 10_000,
+              "seconds": 1.0}
+    entry = pretrained.record_evaluation("doubling-laptop", record, folder=copied)
+    after = pretrained.manifest(copied)
+    assert after["doubling-laptop"] == entry
+    assert entry["evaluation"] == {k: record[k] for k in pretrained.EVALUATION_KEYS}
+    assert {k: v for k, v in entry.items() if k != "evaluation"} == {
+        k: v for k, v in before["doubling-laptop"].items() if k != "evaluation"}
+    assert after["baseline-laptop"] == before["baseline-laptop"]
+    assert pretrained.load("doubling-laptop", folder=copied) is not None  # the weights still verify
+    with pytest.raises(pretrained.PretrainedError, match="is of doubling at step 3"):
+        pretrained.record_evaluation("doubling-laptop", {**record, "step": 3}, folder=copied)
+    with pytest.raises(pretrained.PretrainedError, match="is of baseline"):
+        pretrained.record_evaluation("doubling-laptop", {**record, "model": "baseline"}, folder=copied)
+    with pytest.raises(pretrained.PretrainedError, match="no shipped model 'x'"):
+        pretrained.record_evaluation("x", record, folder=copied)

@@ -30,6 +30,7 @@ from export import toc_chapters
 ROOT = Path(__file__).resolve().parent.parent
 FOLDER = "notebooks"
 INSTALL_TAG = "vnca-install"
+CHECKOUT_TAG = "vnca-checkout"
 INSTALL = '''\
 # Install the vnca package from GitHub, as committed on the branch {ref} beside this notebook. This
 # keeps the platform's own JAX: Kaggle and Colab ship one built for their GPUs and TPUs, and
@@ -52,6 +53,28 @@ if importlib.util.find_spec("vnca") is None:
             "yourself (pip install git+{url}) and restart. Without GitHub: the book's "
             "site serves the package as a wheel, wheels/{wheel} beside its pages; "
             "upload it here and pip install it.") from None'''
+CHECKOUT = '''\
+# This chapter reads the records committed in the book's repository (training curves, benchmark
+# results). Outside a checkout, this cell fetches them, with a shallow clone of the branch beside
+# this notebook, and runs the chapter from the clone's book/ folder.
+import os
+import pathlib
+import subprocess
+
+if not pathlib.Path("../results/laptop").is_dir():
+    clone = pathlib.Path("vnca-book").resolve()
+    if not clone.is_dir():
+        try:
+            subprocess.run(["git", "clone", "--quiet", "--depth", "1", "--branch", "{ref}",
+                            "{url}", str(clone)], check=True)
+        except (OSError, subprocess.CalledProcessError):
+            raise SystemExit(
+                "Could not clone {url}: this chapter needs the records committed there. "
+                "Check that this machine reaches github.com (on Kaggle: Settings > Internet "
+                "on), or clone it yourself and open this notebook from its book/ folder.") from None
+    os.chdir(clone / "book")'''
+# chapters whose code reads files of the repository, so their notebooks start with CHECKOUT
+READS_CHECKOUT = re.compile(r"\.\./(results/laptop|benchmarks)")
 WHEEL_FOLDER = "wheels"  # in the site, beside the pages (tools/book_assets.py writes it)
 
 
@@ -130,6 +153,10 @@ def notebook(path: Path, repo: Repository, notebooks: set[str]) -> nbformat.Note
     install = nbformat.v4.new_code_cell(INSTALL.format(url=repo.url, ref=repo.branch, wheel=wheel_name()),
                                         metadata={"tags": [INSTALL_TAG, "remove-cell"]})
     nb.cells.insert(0, install)
+    if READS_CHECKOUT.search(path.read_text(encoding="utf-8")):
+        checkout = nbformat.v4.new_code_cell(CHECKOUT.format(url=repo.url, ref=repo.branch),
+                                             metadata={"tags": [CHECKOUT_TAG, "remove-cell"]})
+        nb.cells.insert(1, checkout)
     for i, cell in enumerate(nb.cells):  # ids that do not change from one run to the next
         cell["id"] = f"cell-{i}"
     nb.metadata.pop("jupytext", None)

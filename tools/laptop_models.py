@@ -3,7 +3,7 @@
     python tools/laptop_models.py doubling baseline nondoubling   # in that order, resumable
 
 For each model: `vnca train --profile laptop` into runs/<model>-laptop (resumed if stopped, its wall
-time added up in training.json), `vnca evaluate` with K = 128 on 2,000 random test images into
+time added up in training.json), `vnca evaluate` with K = 128 on all 10,000 test images (`--images` fewer) into
 results/<model>-laptop.json, the run's curve and facts copied to results/laptop/<model>-laptop/,
 and the weights shipped into vnca/weights/ with `vnca.pretrained.ship`. A step whose output exists
 is skipped, so the command can be run again after any stop.
@@ -54,7 +54,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("models", nargs="+", choices=["baseline", "doubling", "nondoubling"])
     parser.add_argument("--runs", type=Path, default=ROOT / "runs")
-    parser.add_argument("--images", type=int, default=2_000)
+    parser.add_argument("--images", type=int, default=10_000)
     args = parser.parse_args()
     from vnca import pretrained
 

@@ -17,8 +17,9 @@ from vnca.vae import VAE, Encoder
 
 @dataclass(frozen=True)
 class BaselineConfig:
-    """The baseline of the paper: a 256-dimensional latent. The widths scale the encoder's and
-    the decoder's channels (32: the paper's; smaller for a laptop)."""
+    """The baseline of the paper: a 256-dimensional latent. The widths scale
+    the encoder's and the decoder's channels (32: the paper's; smaller for a
+    laptop)."""
 
     latent: int = 256
     encoder_width: int = 32
@@ -29,13 +30,14 @@ DECODER_CHANNELS = (512, 256, 128, 64, 32)
 
 
 def decoder_channels(width: int = 32) -> tuple[int, ...]:
-    """The transposed convolutions' channels: the paper's (512, ..., 32) for width 32."""
+    """The transposed convolutions' channels: the paper's (512, ..., 32) for
+    width 32."""
     return tuple(width * 2**i for i in reversed(range(len(DECODER_CHANNELS))))
 
 
 class ConvDecoder(eqx.Module):
-    """z -> linear -> 2x2x512 -> four (5x5 transposed conv, stride 2, ELU) -> 5x5 transposed
-    conv -> 32x32 logits."""
+    """z -> linear -> 2x2x512 -> four (5x5 transposed conv, stride 2, ELU)
+    -> 5x5 transposed conv -> 32x32 logits."""
 
     linear: eqx.nn.Linear
     upsample: tuple[Conv, ...]
@@ -46,20 +48,39 @@ class ConvDecoder(eqx.Module):
         keys = jax.random.split(key, len(channels) + 1)
         self.linear = eqx.nn.Linear(latent, 2 * 2 * channels[0], key=keys[0])
         self.upsample = tuple(
-            Conv(c_in, c_out, 5, stride=2, padding=2, output_padding=1, transposed=True, key=k)
+            Conv(
+                c_in,
+                c_out,
+                5,
+                stride=2,
+                padding=2,
+                output_padding=1,
+                transposed=True,
+                key=k,
+            )
             for c_in, c_out, k in zip(channels, channels[1:], keys[1:])
         )
-        self.to_logits = Conv(channels[-1], 1, 5, padding=2, transposed=True, key=keys[-1])
+        self.to_logits = Conv(
+            channels[-1], 1, 5, padding=2, transposed=True, key=keys[-1]
+        )
 
-    def __call__(self, z: Float[Array, " z"], *, key=None, steps=None) -> Float[Array, "32 32"]:
+    def __call__(
+        self, z: Float[Array, " z"], *, key=None, steps=None
+    ) -> Float[Array, "32 32"]:
         h = self.linear(z).reshape(2, 2, -1)
         for layer in self.upsample:
             h = jax.nn.elu(layer(h))
         return self.to_logits(h)[..., 0]
 
 
-def baseline(config: BaselineConfig = BaselineConfig(), *, key: PRNGKeyArray) -> VAE:
+def baseline(
+    config: BaselineConfig = BaselineConfig(), *, key: PRNGKeyArray
+) -> VAE:
     """A baseline VAE with fresh parameters."""
     encoder_key, decoder_key = jax.random.split(key)
-    return VAE(Encoder(config.latent, width=config.encoder_width, key=encoder_key),
-               ConvDecoder(config.latent, width=config.decoder_width, key=decoder_key))
+    return VAE(
+        Encoder(config.latent, width=config.encoder_width, key=encoder_key),
+        ConvDecoder(
+            config.latent, width=config.decoder_width, key=decoder_key
+        ),
+    )

@@ -3,7 +3,8 @@
 
 
 # ---- book/data.md, code cell 21 ----
-"""What the exercise checkers share: a failure that says what is wrong and what to do about it."""
+"""What the exercise checkers share: a failure that says what is wrong and
+what to do about it."""
 
 import numpy as np
 
@@ -21,15 +22,31 @@ def passed(message: str) -> bool:
     return True
 
 
-def compare(what: str, got, expected, hint: str, rtol: float = 1e-5, atol: float = 1e-6) -> None:
-    """Fail with a precise message unless `got` has the shape and the values of `expected`."""
+def compare(
+    what: str, got, expected, hint: str, rtol: float = 1e-5, atol: float = 1e-6
+) -> None:
+    """Fail with a precise message unless `got` has the shape and the values
+    of `expected`."""
     got, expected = np.asarray(got), np.asarray(expected)
     if got.shape != expected.shape:
         fail(f"{what} has shape {got.shape}; expected {expected.shape}.", hint)
     if not np.isfinite(got).all():
-        fail(f"{what} has {int((~np.isfinite(got)).sum())} values that are NaN or infinite.", hint)
+        fail(
+            f"{what} has {int((~np.isfinite(got)).sum())} "
+            "values that are NaN or infinite.",
+            hint,
+        )
     if not np.allclose(got, expected, rtol=rtol, atol=atol):
-        where = np.unravel_index(np.argmax(np.abs(got - expected)), got.shape) if got.ndim else ()
-        fail(f"{what} differs from the reference by up to {float(np.abs(got - expected).max()):.4g} "
-             f"(at index {tuple(int(i) for i in where)}: {float(got[where]):.4g} instead of "
-             f"{float(expected[where]):.4g}).", hint)
+        where = (
+            np.unravel_index(np.argmax(np.abs(got - expected)), got.shape)
+            if got.ndim
+            else ()
+        )
+        fail(
+            f"{what} differs from the reference by up to "
+            f"{float(np.abs(got - expected).max()):.4g} "
+            f"(at index {tuple(int(i) for i in where)}: "
+            f"{float(got[where]):.4g} instead of "
+            f"{float(expected[where]):.4g}).",
+            hint,
+        )

@@ -3,7 +3,8 @@
 
 
 # ---- book/train.md, code cell 7 ----
-"""Atomic, self-checking checkpoint files: a JSON header and the Equinox-serialised pytree."""
+"""Atomic, self-checking checkpoint files: a JSON header and the
+Equinox-serialised pytree."""
 
 import hashlib
 import io
@@ -27,10 +28,21 @@ def save(path: str | Path, tree, metadata: dict) -> None:
     payload = io.BytesIO()
     eqx.tree_serialise_leaves(payload, tree)
     payload = payload.getvalue()
-    header = json.dumps({**metadata, "payload_bytes": len(payload),
-                         "payload_sha256": hashlib.sha256(payload).hexdigest()}).encode()
-    atomic_write(path, MAGIC + len(header).to_bytes(8, "little") + header
-                 + hashlib.sha256(header).digest() + payload)
+    header = json.dumps(
+        {
+            **metadata,
+            "payload_bytes": len(payload),
+            "payload_sha256": hashlib.sha256(payload).hexdigest(),
+        }
+    ).encode()
+    atomic_write(
+        path,
+        MAGIC
+        + len(header).to_bytes(8, "little")
+        + header
+        + hashlib.sha256(header).digest()
+        + payload,
+    )
 
 
 def _read(path: Path) -> tuple[dict, bytes]:
@@ -38,19 +50,30 @@ def _read(path: Path) -> tuple[dict, bytes]:
         raise CheckpointError(f"{path}: no such checkpoint file")
     raw = path.read_bytes()
     if not raw.startswith(MAGIC):
-        raise CheckpointError(f"{path}: not a vnca checkpoint (it does not start with {MAGIC!r})")
+        raise CheckpointError(
+            f"{path}: not a vnca checkpoint (it does not start with {MAGIC!r})"
+        )
     start = len(MAGIC) + 8
-    size = int.from_bytes(raw[len(MAGIC):start], "little")
-    header, digest = raw[start:start + size], raw[start + size:start + size + 32]
+    size = int.from_bytes(raw[len(MAGIC) : start], "little")
+    header, digest = (
+        raw[start : start + size],
+        raw[start + size : start + size + 32],
+    )
     if hashlib.sha256(header).digest() != digest:
-        raise CheckpointError(f"{path}: the header is damaged or the file is truncated")
+        raise CheckpointError(
+            f"{path}: the header is damaged or the file is truncated"
+        )
     header = json.loads(header)
-    payload = raw[start + size + 32:]
+    payload = raw[start + size + 32 :]
     if len(payload) != header.get("payload_bytes"):
-        raise CheckpointError(f"{path}: truncated: {len(payload):,} bytes of arrays, expected "
-                              f"{header.get('payload_bytes', 0):,}")
+        raise CheckpointError(
+            f"{path}: truncated: {len(payload):,} bytes of arrays, expected "
+            f"{header.get('payload_bytes', 0):,}"
+        )
     if hashlib.sha256(payload).hexdigest() != header.get("payload_sha256"):
-        raise CheckpointError(f"{path}: corrupt: the arrays do not match their checksum")
+        raise CheckpointError(
+            f"{path}: corrupt: the arrays do not match their checksum"
+        )
     return header, payload
 
 
@@ -60,19 +83,29 @@ def read_metadata(path: str | Path) -> dict:
 
 
 def load(path: str | Path, like):
-    """The pytree saved in `path`, with the structure, shapes and dtypes of `like`."""
+    """The pytree saved in `path`, with the structure, shapes and dtypes of
+    `like`."""
     header, payload = _read(Path(path))
     try:
         tree = eqx.tree_deserialise_leaves(io.BytesIO(payload), like)
-    except Exception as err:  # noqa: BLE001 - any mismatch of structure, shape or dtype
-        raise CheckpointError(f"{path}: its arrays do not fit this model ({err})") from None
+    # noqa: BLE001 - any mismatch of structure, shape or dtype
+    except Exception as err:
+        raise CheckpointError(
+            f"{path}: its arrays do not fit this model ({err})"
+        ) from None
     return tree, header
 
 
 def check_compatible(path, saved: dict, wanted: dict, ignore=()) -> None:
-    """Raise CheckpointError naming every setting in which `saved` and `wanted` differ."""
+    """Raise CheckpointError naming every setting in which `saved` and
+    `wanted` differ."""
     keys = sorted((set(saved) | set(wanted)) - set(ignore))
-    differ = [f"{k}: checkpoint has {saved.get(k)!r}, this run {wanted.get(k)!r}"
-              for k in keys if saved.get(k) != wanted.get(k)]
+    differ = [
+        f"{k}: checkpoint has {saved.get(k)!r}, this run {wanted.get(k)!r}"
+        for k in keys
+        if saved.get(k) != wanted.get(k)
+    ]
     if differ:
-        raise CheckpointError(f"{path} belongs to another run; " + "; ".join(differ))
+        raise CheckpointError(
+            f"{path} belongs to another run; " + "; ".join(differ)
+        )

@@ -13,7 +13,9 @@ from vnca.train import add_train_command
 
 
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="vnca", description="Variational Neural Cellular Automata in JAX.")
+    root = argparse.ArgumentParser(
+        prog="vnca", description="Variational Neural Cellular Automata in JAX."
+    )
     commands = root.add_subparsers(dest="command", required=True)
     add_train_command(commands)
     add_evaluate_command(commands)

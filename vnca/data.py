@@ -3,7 +3,8 @@
 
 
 # ---- book/data.md, code cell 3 ----
-"""Statically binarized MNIST: download, verify, parse, pad, batch, and recover the labels."""
+"""Statically binarized MNIST: download, verify, parse, pad, batch, and
+recover the labels."""
 
 import contextlib
 import dataclasses
@@ -32,10 +33,12 @@ from tqdm import tqdm
 # ---- book/data.md, code cell 4 ----
 @dataclass(frozen=True)
 class RemoteFile:
-    """A public file: its canonical name, where to get it, and what it must be.
+    """A public file: its canonical name, where to get it, and what it must
+    be.
 
-    `size` and `sha256` describe the file named `name`. A local folder may also hold a gzipped
-    copy, `name + ".gz"`, of a file that is published uncompressed; it is decompressed, then checked.
+    `size` and `sha256` describe the file named `name`. A local folder may
+    also hold a gzipped copy, `name + ".gz"`, of a file that is published
+    uncompressed; it is decompressed, then checked.
     """
 
     name: str
@@ -45,14 +48,33 @@ class RemoteFile:
     sha256: str
 
 
-_BINARIZED_URL = "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/"
+_BINARIZED_URL = (
+    "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/"
+)
 BINARIZED_MNIST = {
-    split: RemoteFile(f"binarized_mnist_{split}.amat", "binarized_mnist",
-                      (_BINARIZED_URL + f"binarized_mnist_{split}.amat",), size, sha256)
+    split: RemoteFile(
+        f"binarized_mnist_{split}.amat",
+        "binarized_mnist",
+        (_BINARIZED_URL + f"binarized_mnist_{split}.amat",),
+        size,
+        sha256,
+    )
     for split, size, sha256 in [
-        ("train", 78_400_000, "ad693b29f94c14277b095f5238ddefbbdaaae0939789dd2f4f0205278cee3e4d"),
-        ("valid", 15_680_000, "1de3d397c40fe8eeb33dafd4099a1f665ec01e96d9be234aaeeac8a34930e2e2"),
-        ("test", 15_680_000, "e6687bfea3f820c174f33b7865140b2a2dd2930ef786f35d45795fc193b5ab2c"),
+        (
+            "train",
+            78_400_000,
+            "ad693b29f94c14277b095f5238ddefbbdaaae0939789dd2f4f0205278cee3e4d",
+        ),
+        (
+            "valid",
+            15_680_000,
+            "1de3d397c40fe8eeb33dafd4099a1f665ec01e96d9be234aaeeac8a34930e2e2",
+        ),
+        (
+            "test",
+            15_680_000,
+            "e6687bfea3f820c174f33b7865140b2a2dd2930ef786f35d45795fc193b5ab2c",
+        ),
     ]
 }
 
@@ -62,16 +84,34 @@ _MNIST_MIRRORS = (
     "http://yann.lecun.com/exdb/mnist/",
 )
 MNIST = {
-    key: RemoteFile(name, "mnist", tuple(m + name for m in _MNIST_MIRRORS), size, sha256)
+    key: RemoteFile(
+        name, "mnist", tuple(m + name for m in _MNIST_MIRRORS), size, sha256
+    )
     for key, name, size, sha256 in [
-        ("train_images", "train-images-idx3-ubyte.gz", 9_912_422,
-         "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"),
-        ("train_labels", "train-labels-idx1-ubyte.gz", 28_881,
-         "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"),
-        ("test_images", "t10k-images-idx3-ubyte.gz", 1_648_877,
-         "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"),
-        ("test_labels", "t10k-labels-idx1-ubyte.gz", 4_542,
-         "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"),
+        (
+            "train_images",
+            "train-images-idx3-ubyte.gz",
+            9_912_422,
+            "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+        ),
+        (
+            "train_labels",
+            "train-labels-idx1-ubyte.gz",
+            28_881,
+            "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+        ),
+        (
+            "test_images",
+            "t10k-images-idx3-ubyte.gz",
+            1_648_877,
+            "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+        ),
+        (
+            "test_labels",
+            "t10k-labels-idx1-ubyte.gz",
+            4_542,
+            "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+        ),
     ]
 }
 
@@ -80,24 +120,40 @@ MNIST = {
 PART = ".part"  # the suffix of temporary files
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | os.PathLike, content: bytes) -> None:
-    """Replace `path` by `content`: readers see the old file or the new one, never a part."""
+    """Replace `path` by `content`: readers see the old file or the new one,
+    never a part."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=PART)
+    fd, tmp = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.", suffix=PART
+    )
     try:
+        if hasattr(os, "fchmod"):  # mkstemp's file is private (0600): give it
+            # the mode a plain open() would, so others can read what we write
+            os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(content)
             f.flush()
-            os.fsync(f.fileno())  # on the disk before the rename makes it visible
+            # on the disk before the rename makes it visible
+            os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException as err:  # a full disk, a read-only folder, Ctrl-C: leave no junk
+    # a full disk, a read-only folder, Ctrl-C: leave no junk
+    except BaseException as err:
         if os.path.exists(tmp):
             os.unlink(tmp)
         if isinstance(err, OSError) and not err.filename:
-            err.filename = str(path)  # ENOSPC from write() names no file: name it
+            # ENOSPC from write() names no file: name it
+            err.filename = str(path)
         raise
-    with contextlib.suppress(OSError):  # make the rename itself durable (POSIX)
+    # make the rename itself durable (POSIX)
+    with contextlib.suppress(OSError):
         folder = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(folder)
@@ -115,16 +171,24 @@ def remove_stale_parts(path: str | os.PathLike) -> list[Path]:
 
 
 def check_writable(path: str | os.PathLike) -> Path:
-    """Raise now the OSError that writing `path` would raise later, after the work."""
+    """Raise now the OSError that writing `path` would raise later, after
+    the work."""
     path = Path(path)
     if path.is_dir():
-        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
-    for folder in [path.parent, *path.parent.parents]:  # a file where a folder must go
+        raise IsADirectoryError(
+            errno.EISDIR, os.strerror(errno.EISDIR), str(path)
+        )
+    # a file where a folder must go
+    for folder in [path.parent, *path.parent.parents]:
         if folder.exists() and not folder.is_dir():
-            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path))
+            raise NotADirectoryError(
+                errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path)
+            )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=PART)
+        fd, tmp = tempfile.mkstemp(
+            dir=path.parent, prefix=f".{path.name}.", suffix=PART
+        )
     except OSError as err:
         err.filename = str(path)
         raise
@@ -133,18 +197,23 @@ def check_writable(path: str | os.PathLike) -> Path:
     return path
 
 
-ADVICE = {errno.ENOSPC: "the disk is full: free some space", errno.EDQUOT: "over the disk quota",
-          errno.EACCES: "no permission: choose a folder you can write to",
-          errno.EPERM: "not permitted: choose a folder you can write to",
-          errno.EROFS: "a read-only file system: choose another folder",
-          errno.EISDIR: "a folder, where a file is needed: name a file",
-          errno.ENOTDIR: "a file, where a folder is needed: choose another path"}
+ADVICE = {
+    errno.ENOSPC: "the disk is full: free some space",
+    errno.EDQUOT: "over the disk quota",
+    errno.EACCES: "no permission: choose a folder you can write to",
+    errno.EPERM: "not permitted: choose a folder you can write to",
+    errno.EROFS: "a read-only file system: choose another folder",
+    errno.EISDIR: "a folder, where a file is needed: name a file",
+    errno.ENOTDIR: "a file, where a folder is needed: choose another path",
+}
 
 
 def explain(err: OSError) -> str:
-    """An OSError in one line for a person: what failed, where, and what to do."""
+    """An OSError in one line for a person: what failed, where, and what to
+    do."""
     where = f": {err.filename}" if err.filename else ""
-    return f"{err.strerror or err}{where} ({ADVICE.get(err.errno, 'check that path')})"
+    advice = ADVICE.get(err.errno, "check that path")
+    return f"{err.strerror or err}{where} ({advice})"
 
 
 # ---- book/data.md, code cell 6 ----
@@ -156,49 +225,79 @@ def cache_dir() -> Path:
     """Where downloads and derived files are kept."""
     if os.environ.get("VNCA_CACHE_DIR"):
         return Path(os.environ["VNCA_CACHE_DIR"]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "vnca"
+    return (
+        Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser()
+        / "vnca"
+    )
 
 
 def local_data_dir(data_dir: str | os.PathLike | None = None) -> Path | None:
-    """The local folder to read the files from: `data_dir`, else `$VNCA_DATA_DIR`, else None."""
-    source = "the data_dir argument" if data_dir is not None else "VNCA_DATA_DIR"
-    value = data_dir if data_dir is not None else os.environ.get("VNCA_DATA_DIR")
+    """The local folder to read the files from: `data_dir`, else
+    `$VNCA_DATA_DIR`, else None."""
+    source = (
+        "the data_dir argument" if data_dir is not None else "VNCA_DATA_DIR"
+    )
+    value = (
+        data_dir if data_dir is not None else os.environ.get("VNCA_DATA_DIR")
+    )
     if not value:
         return None
     path = Path(value).expanduser()
     if not path.is_dir():
-        raise DataError(f"{source} names {str(path)!r}, which is not an existing folder")
+        raise DataError(
+            f"{source} names {str(path)!r}, which is not an existing folder"
+        )
     return path
 
 
 def verify(content: bytes, spec: RemoteFile, where: str) -> None:
-    """Raise DataError unless `content` has the size and SHA-256 pinned for `spec`."""
+    """Raise DataError unless `content` has the size and SHA-256 pinned for
+    `spec`."""
     if len(content) != spec.size:
-        what = "truncated" if len(content) < spec.size else "longer than the original"
+        what = (
+            "truncated"
+            if len(content) < spec.size
+            else "longer than the original"
+        )
         raise DataError(
-            f"{where}: expected {spec.size:,} bytes for {spec.name}, found {len(content):,} "
-            f"(the file is {what}). Delete it, or get it again from {spec.urls[0]}"
+            f"{where}: expected {spec.size:,} bytes "
+            f"for {spec.name}, found {len(content):,} "
+            f"(the file is {what}). Delete it, "
+            f"or get it again from {spec.urls[0]}"
         )
     digest = hashlib.sha256(content).hexdigest()
     if digest != spec.sha256:
         raise DataError(
-            f"{where}: SHA-256 is {digest}, expected {spec.sha256} for {spec.name} "
-            f"(right size, wrong content: the file is corrupted or another file)"
+            f"{where}: SHA-256 is {digest}, expected "
+            f"{spec.sha256} for {spec.name} "
+            "(right size, wrong content: the "
+            "file is corrupted or another file)"
         )
 
 
 def _read_local(spec: RemoteFile, folder: Path) -> bytes:
-    names = [spec.name] if spec.name.endswith(".gz") else [spec.name, spec.name + ".gz"]
-    candidates = [place / name for place in (folder / spec.folder, folder) for name in names]
+    names = (
+        [spec.name]
+        if spec.name.endswith(".gz")
+        else [spec.name, spec.name + ".gz"]
+    )
+    candidates = [
+        place / name
+        for place in (folder / spec.folder, folder)
+        for name in names
+    ]
     for path in candidates:
         if not path.is_file():
             continue
         content = path.read_bytes()
-        if path.name != spec.name:  # a gzipped copy of a file published uncompressed
+        # a gzipped copy of a file published uncompressed
+        if path.name != spec.name:
             try:
                 content = gzip.decompress(content)
             except (OSError, EOFError, zlib.error) as err:
-                raise DataError(f"{path}: not a complete gzip file ({err})") from None
+                raise DataError(
+                    f"{path}: not a complete gzip file ({err})"
+                ) from None
         verify(content, spec, str(path))
         return content
     raise DataError(
@@ -208,14 +307,22 @@ def _read_local(spec: RemoteFile, folder: Path) -> bytes:
 
 
 def download(spec: RemoteFile, dest: Path, progress: bool = True) -> bytes:
-    """Fetch `spec` from its first mirror that answers with the right bytes; write it to `dest`."""
+    """Fetch `spec` from its first mirror that answers with the right bytes;
+    write it to `dest`."""
     failures = []
     for url in spec.urls:
         try:
             chunks = []
-            with urllib.request.urlopen(url, timeout=60) as response, tqdm(
-                    total=spec.size, unit="B", unit_scale=True, desc=spec.name,
-                    disable=not progress) as bar:
+            with (
+                urllib.request.urlopen(url, timeout=60) as response,
+                tqdm(
+                    total=spec.size,
+                    unit="B",
+                    unit_scale=True,
+                    desc=spec.name,
+                    disable=not progress,
+                ) as bar,
+            ):
                 while chunk := response.read(1 << 20):
                     chunks.append(chunk)
                     bar.update(len(chunk))
@@ -227,14 +334,16 @@ def download(spec: RemoteFile, dest: Path, progress: bool = True) -> bytes:
         atomic_write(dest, content)
         return content
     raise DataError(
-        f"could not download {spec.name}:\n  " + "\n  ".join(failures)
-        + "\nWithout internet, put the files in a folder and set VNCA_DATA_DIR to it."
+        f"could not download {spec.name}:\n  "
+        + "\n  ".join(failures)
+        + "\nWithout internet, put the files in a folder and set "
+        "VNCA_DATA_DIR to it."
     )
 
 
 def fetch(spec: RemoteFile, data_dir=None, cache: Path | None = None) -> bytes:
-    """The verified bytes of `spec`: from the local data folder if one is named, else from the
-    cache, downloading into it first if needed."""
+    """The verified bytes of `spec`: from the local data folder if one is
+    named, else from the cache, downloading into it first if needed."""
     folder = local_data_dir(data_dir)
     if folder is not None:
         return _read_local(spec, folder)
@@ -252,21 +361,27 @@ def fetch(spec: RemoteFile, data_dir=None, cache: Path | None = None) -> bytes:
 
 # ---- book/data.md, code cell 7 ----
 PIXELS = 28 * 28
-LINE = 2 * PIXELS  # 784 digits, each followed by a space, the last by a newline
+# 784 digits, each followed by a space, the last by a newline
+LINE = 2 * PIXELS
 
 
-def parse_amat(content: bytes, where: str = "<bytes>") -> UInt8[np.ndarray, "n 28 28"]:
+def parse_amat(
+    content: bytes, where: str = "<bytes>"
+) -> UInt8[np.ndarray, "n 28 28"]:
     """Parse a binarized-MNIST `.amat` file into 0/1 images."""
     if not content or len(content) % LINE:
         lines = content.split(b"\n")
         for number, line in enumerate(lines[:-1], start=1):
             if len(line) != LINE - 1:
                 raise DataError(
-                    f"{where}: line {number} has {len(line):,} characters, expected {LINE - 1:,} "
+                    f"{where}: line {number} has {len(line):,} "
+                    f"characters, expected {LINE - 1:,} "
                     f"(784 values 0 or 1 separated by single spaces)"
                 )
-        raise DataError(f"{where}: the file is empty or its last line is incomplete "
-                        f"({len(lines[-1]):,} characters after the last newline)")
+        raise DataError(
+            f"{where}: the file is empty or its last line is incomplete "
+            f"({len(lines[-1]):,} characters after the last newline)"
+        )
     rows = np.frombuffer(content, np.uint8).reshape(-1, LINE)
     digits, separators = rows[:, 0::2], rows[:, 1::2]
     expected = np.full(PIXELS, ord(" "), np.uint8)
@@ -274,26 +389,35 @@ def parse_amat(content: bytes, where: str = "<bytes>") -> UInt8[np.ndarray, "n 2
     bad = np.argwhere(separators != expected)
     if len(bad):
         line, col = bad[0]
-        raise DataError(f"{where}: line {line + 1}, after value {col + 1}: found "
-                        f"{chr(separators[line, col])!r}, expected a single space or a newline")
+        raise DataError(
+            f"{where}: line {line + 1}, after value {col + 1}: found "
+            f"{chr(separators[line, col])!r}, "
+            "expected a single space or a newline"
+        )
     bad = np.argwhere((digits != ord("0")) & (digits != ord("1")))
     if len(bad):
         line, col = bad[0]
-        raise DataError(f"{where}: line {line + 1}, value {col + 1} is "
-                        f"{chr(digits[line, col])!r}; expected 0 or 1")
+        raise DataError(
+            f"{where}: line {line + 1}, value {col + 1} is "
+            f"{chr(digits[line, col])!r}; expected 0 or 1"
+        )
     return (digits - ord("0")).reshape(-1, 28, 28)
 
 
 # ---- book/data.md, code cell 8 ----
 def save_arrays(path: Path, source: str, **arrays) -> None:
-    """Cache arrays made from `source` (a SHA-256), with a checksum of their own."""
+    """Cache arrays made from `source` (a SHA-256), with a checksum of their
+    own."""
     buffer = io.BytesIO()
     np.savez(buffer, source=source, digest=_digest(arrays), **arrays)
     atomic_write(path, buffer.getvalue())
 
 
-def load_arrays(path: Path, source: str, names: tuple[str, ...]) -> dict | None:
-    """The arrays cached at `path` if they verify; else None, with a warning."""
+def load_arrays(
+    path: Path, source: str, names: tuple[str, ...]
+) -> dict | None:
+    """The arrays cached at `path` if they verify; else None, with a
+    warning."""
     if not path.is_file():
         return None
     try:
@@ -322,18 +446,36 @@ def _digest(arrays: dict) -> str:
     return h.hexdigest()
 
 
-def load_split(split: str, data_dir=None, cache: Path | None = None) -> UInt8[np.ndarray, "n 28 28"]:
-    """One split of binarized MNIST ("train", "valid" or "test"), as 28x28 images of 0s and 1s."""
+def load_split(
+    split: str, data_dir=None, cache: Path | None = None
+) -> UInt8[np.ndarray, "n 28 28"]:
+    """One split of binarized MNIST ("train", "valid" or "test"), as 28x28
+    images of 0s and 1s."""
     if split not in BINARIZED_MNIST:
-        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(BINARIZED_MNIST)}")
+        raise ValueError(
+            f"unknown split {split!r}; expected "
+            f"one of {', '.join(BINARIZED_MNIST)}"
+        )
     spec = BINARIZED_MNIST[split]
-    local_data_dir(data_dir)  # a named folder that does not exist is an error, cache or not
-    packed = (cache or cache_dir()) / "parsed" / f"{spec.name}.{spec.sha256[:16]}.npz"
+    # a named folder that does not exist is an error, cache or not
+    local_data_dir(data_dir)
+    packed = (
+        (cache or cache_dir())
+        / "parsed"
+        / f"{spec.name}.{spec.sha256[:16]}.npz"
+    )
     cached = load_arrays(packed, spec.sha256, ("bits",))
-    if cached is not None and cached["bits"].shape == (spec.size // LINE, PIXELS // 8):
+    if cached is not None and cached["bits"].shape == (
+        spec.size // LINE,
+        PIXELS // 8,
+    ):
         return np.unpackbits(cached["bits"], axis=1).reshape(-1, 28, 28)
     images = parse_amat(fetch(spec, data_dir, cache), where=spec.name)
-    save_arrays(packed, spec.sha256, bits=np.packbits(images.reshape(len(images), PIXELS), axis=1))
+    save_arrays(
+        packed,
+        spec.sha256,
+        bits=np.packbits(images.reshape(len(images), PIXELS), axis=1),
+    )
     return images
 
 
@@ -341,7 +483,9 @@ def load_split(split: str, data_dir=None, cache: Path | None = None) -> UInt8[np
 SIDE = 32
 
 
-def pad(images: UInt8[np.ndarray, "n 28 28"], side: int = SIDE) -> UInt8[np.ndarray, "n side side"]:
+def pad(
+    images: UInt8[np.ndarray, "n 28 28"], side: int = SIDE
+) -> UInt8[np.ndarray, "n side side"]:
     """Centre 28x28 images in a `side` x `side` frame of zeros."""
     before = (side - images.shape[-1]) // 2
     after = side - images.shape[-1] - before
@@ -350,39 +494,66 @@ def pad(images: UInt8[np.ndarray, "n 28 28"], side: int = SIDE) -> UInt8[np.ndar
 
 @dataclass(frozen=True)
 class BinarizedMNIST:
-    """Training (train + valid) and test images, padded to 32x32, pixels 0 or 1."""
+    """Training (train + valid) and test images, padded to 32x32, pixels 0
+    or 1."""
 
     train: UInt8[np.ndarray, "60000 32 32"]
     test: UInt8[np.ndarray, "10000 32 32"]
 
 
-def load_binarized_mnist(data_dir=None, cache: Path | None = None) -> BinarizedMNIST:
-    """The data set of the paper: 60,000 training and 10,000 test images, 32x32."""
-    train = np.concatenate([load_split("train", data_dir, cache), load_split("valid", data_dir, cache)])
-    return BinarizedMNIST(train=pad(train), test=pad(load_split("test", data_dir, cache)))
+def load_binarized_mnist(
+    data_dir=None, cache: Path | None = None
+) -> BinarizedMNIST:
+    """The data set of the paper: 60,000 training and 10,000 test images,
+    32x32."""
+    train = np.concatenate(
+        [
+            load_split("train", data_dir, cache),
+            load_split("valid", data_dir, cache),
+        ]
+    )
+    return BinarizedMNIST(
+        train=pad(train), test=pad(load_split("test", data_dir, cache))
+    )
 
 
 # ---- book/data.md, code cell 14 ----
 def epoch_order(key: jax.Array, epoch: int, n: int) -> Int[np.ndarray, "n"]:
     """The order in which epoch number `epoch` visits the `n` images."""
-    return np.asarray(jax.random.permutation(jax.random.fold_in(key, epoch), n))
+    return np.asarray(
+        jax.random.permutation(jax.random.fold_in(key, epoch), n)
+    )
 
 
-def batch_indices(key: jax.Array, step: int, n: int, batch_size: int) -> Int[np.ndarray, "b"]:
-    """The indices of batch number `step` (0-based, counted over all epochs)."""
+def batch_indices(
+    key: jax.Array, step: int, n: int, batch_size: int
+) -> Int[np.ndarray, "b"]:
+    """The indices of batch number `step` (0-based, counted over all
+    epochs)."""
     if not 1 <= batch_size <= n:
-        raise ValueError(f"batch_size must be between 1 and the number of images ({n}), got {batch_size}")
+        raise ValueError(
+            "batch_size must be between 1 and the "
+            f"number of images ({n}), got {batch_size}"
+        )
     epoch, i = divmod(step, n // batch_size)
-    return epoch_order(key, epoch, n)[i * batch_size:(i + 1) * batch_size]
+    return epoch_order(key, epoch, n)[i * batch_size : (i + 1) * batch_size]
 
 
-def batches(images: UInt8[np.ndarray, "n h w"], batch_size: int, key: jax.Array,
-            start: int = 0) -> Iterator[Float[np.ndarray, "b h w"]]:
-    """Batches of `images` as float32, forever: epoch after epoch, no repeats within an epoch.
-    `start` is the number of batches already used, so a resumed run picks up where it stopped."""
+def batches(
+    images: UInt8[np.ndarray, "n h w"],
+    batch_size: int,
+    key: jax.Array,
+    start: int = 0,
+) -> Iterator[Float[np.ndarray, "b h w"]]:
+    """Batches of `images` as float32, forever: epoch after epoch, no
+    repeats within an epoch. `start` is the number of batches already used,
+    so a resumed run picks up where it stopped."""
     n = len(images)
     if not 1 <= batch_size <= n:
-        raise ValueError(f"batch_size must be between 1 and the number of images ({n}), got {batch_size}")
+        raise ValueError(
+            "batch_size must be between 1 and the "
+            f"number of images ({n}), got {batch_size}"
+        )
     if start < 0:
         raise ValueError(f"start must be 0 or more, got {start}")
     per_epoch = n // batch_size
@@ -395,7 +566,9 @@ def batches(images: UInt8[np.ndarray, "n h w"], batch_size: int, key: jax.Array,
                 epoch = step // per_epoch
                 order = epoch_order(key, epoch, n)
             i = step % per_epoch
-            yield images[order[i * batch_size:(i + 1) * batch_size]].astype(np.float32)
+            yield images[order[i * batch_size : (i + 1) * batch_size]].astype(
+                np.float32
+            )
             step += 1
 
     return generate()
@@ -411,90 +584,152 @@ def parse_idx(content: bytes, where: str = "<bytes>") -> np.ndarray:
         try:
             content = gzip.decompress(content)
         except (OSError, EOFError, zlib.error) as err:
-            raise DataError(f"{where}: not a complete gzip file ({err})") from None
+            raise DataError(
+                f"{where}: not a complete gzip file ({err})"
+            ) from None
     if len(content) < 4 or content[:3] != b"\x00\x00\x08":
-        raise DataError(f"{where}: not an idx file of unsigned bytes (magic {content[:4].hex()})")
+        raise DataError(
+            f"{where}: not an idx file of unsigned "
+            f"bytes (magic {content[:4].hex()})"
+        )
     ndim = content[3]
-    shape = tuple(int.from_bytes(content[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
-    body = content[4 + 4 * ndim:]
+    shape = tuple(
+        int.from_bytes(content[4 + 4 * i : 8 + 4 * i], "big")
+        for i in range(ndim)
+    )
+    body = content[4 + 4 * ndim :]
     if len(body) != int(np.prod(shape)):
-        raise DataError(f"{where}: header says shape {shape}, but {len(body):,} bytes follow")
+        raise DataError(
+            f"{where}: header says shape {shape}, "
+            f"but {len(body):,} bytes follow"
+        )
     return np.frombuffer(body, np.uint8).reshape(shape)
 
 
 def load_mnist(split: str, data_dir=None, cache: Path | None = None):
-    """Original MNIST ("train" or "test"): grey images (n, 28, 28) and their digits (n,)."""
+    """Original MNIST ("train" or "test"): grey images (n, 28, 28) and their
+    digits (n,)."""
     if split not in ("train", "test"):
-        raise ValueError(f"unknown MNIST split {split!r}; expected 'train' or 'test'")
-    images, labels = (MNIST[f"{split}_{kind}"] for kind in ("images", "labels"))
-    return (parse_idx(fetch(images, data_dir, cache), images.name),
-            parse_idx(fetch(labels, data_dir, cache), labels.name))
+        raise ValueError(
+            f"unknown MNIST split {split!r}; expected 'train' or 'test'"
+        )
+    images, labels = (
+        MNIST[f"{split}_{kind}"] for kind in ("images", "labels")
+    )
+    return (
+        parse_idx(fetch(images, data_dir, cache), images.name),
+        parse_idx(fetch(labels, data_dir, cache), labels.name),
+    )
 
 
 @functools.partial(jax.jit, static_argnames="bounds")
 def _best_matches(binary, weights, offsets, bounds):
-    scores = jnp.matmul(binary, weights.T, precision=jax.lax.Precision.HIGHEST) + offsets
+    scores = (
+        jnp.matmul(binary, weights.T, precision=jax.lax.Precision.HIGHEST)
+        + offsets
+    )
     top, index = jax.lax.top_k(scores, 2)
-    # Columns are grouped by digit, so the best score of each digit is a max over a slice.
-    per_digit = jnp.stack([scores[:, lo:hi].max(axis=1) for lo, hi in zip(bounds, bounds[1:])], axis=1)
+    # Columns are grouped by digit, so the best score of each digit is a max
+    # over a slice.
+    per_digit = jnp.stack(
+        [scores[:, lo:hi].max(axis=1) for lo, hi in zip(bounds, bounds[1:])],
+        axis=1,
+    )
     return top, index, per_digit
 
 
 @dataclass(frozen=True)
 class Labels:
-    """Digit labels recovered for binarized images, with how sure each one is."""
+    """Digit labels recovered for binarized images, with how sure each one
+    is."""
 
     digit: UInt8[np.ndarray, "n"]  # 0..9
-    mnist_index: Int[np.ndarray, "n"]  # the best-matching image of the MNIST split
-    margin: Float[np.ndarray, "n"]  # log-likelihood of the best match minus the second best (nats)
-    digit_margin: Float[np.ndarray, "n"]  # best match minus the best match of another digit (nats)
+    # the best-matching image of the MNIST split
+    mnist_index: Int[np.ndarray, "n"]
+    # log-likelihood of the best match minus the second best (nats)
+    margin: Float[np.ndarray, "n"]
+    # best match minus the best match of another digit (nats)
+    digit_margin: Float[np.ndarray, "n"]
 
 
-def match_to_mnist(binarized: UInt8[np.ndarray, "n 28 28"], grey: UInt8[np.ndarray, "m 28 28"],
-                   digits: UInt8[np.ndarray, "m"], chunk: int = 1000, progress: bool = False) -> Labels:
-    """Label each binarized image with the digit of the grey image most likely to have produced it
-    by per-pixel Bernoulli sampling with p = grey / 255."""
+def match_to_mnist(
+    binarized: UInt8[np.ndarray, "n 28 28"],
+    grey: UInt8[np.ndarray, "m 28 28"],
+    digits: UInt8[np.ndarray, "m"],
+    chunk: int = 1000,
+    progress: bool = False,
+) -> Labels:
+    """Label each binarized image with the digit of the grey image most
+    likely to have produced it by per-pixel Bernoulli sampling with p = grey
+    / 255."""
     order = np.argsort(digits, kind="stable")  # group the grey images by digit
     present = np.unique(digits)
-    bounds = tuple(int(b) for b in np.searchsorted(digits[order], np.append(present, 256)))
+    bounds = tuple(
+        int(b) for b in np.searchsorted(digits[order], np.append(present, 256))
+    )
     p = np.clip(grey[order].reshape(len(grey), -1) / 255.0, CLIP, 1 - CLIP)
     weights = jnp.asarray(np.log(p) - np.log1p(-p), jnp.float32)
     offsets = jnp.asarray(np.log1p(-p).sum(axis=1), jnp.float32)
     flat = binarized.reshape(len(binarized), -1).astype(np.float32)
     top, index, per_digit = [], [], []
-    for start in tqdm(range(0, len(flat), chunk), desc="matching", disable=not progress):
-        block = flat[start:start + chunk]
-        padded = np.pad(block, ((0, chunk - len(block)), (0, 0)))  # one shape, one compilation
+    for start in tqdm(
+        range(0, len(flat), chunk), desc="matching", disable=not progress
+    ):
+        block = flat[start : start + chunk]
+        # one shape, one compilation
+        padded = np.pad(block, ((0, chunk - len(block)), (0, 0)))
         results = _best_matches(jnp.asarray(padded), weights, offsets, bounds)
         for out, result in zip((top, index, per_digit), results):
-            out.append(np.asarray(result)[:len(block)])
-    top, index, per_digit = (np.concatenate(x) for x in (top, index, per_digit))
+            out.append(np.asarray(result)[: len(block)])
+    top, index, per_digit = (
+        np.concatenate(x) for x in (top, index, per_digit)
+    )
     ranked = np.sort(per_digit, axis=1)
-    digit_margin = ranked[:, -1] - ranked[:, -2] if len(present) > 1 else np.full(len(flat), np.inf)
-    # The differences are taken here, not inside the jitted function: fused with top_k on the CPU,
-    # XLA's version runs ten times slower.
-    return Labels(digit=present[per_digit.argmax(axis=1)].astype(np.uint8),
-                  mnist_index=order[index[:, 0]], margin=top[:, 0] - top[:, 1],
-                  digit_margin=digit_margin.astype(np.float32))
+    digit_margin = (
+        ranked[:, -1] - ranked[:, -2]
+        if len(present) > 1
+        else np.full(len(flat), np.inf)
+    )
+    # The differences are taken here, not inside the jitted function: fused
+    # with top_k on the CPU, XLA's version runs ten times slower.
+    return Labels(
+        digit=present[per_digit.argmax(axis=1)].astype(np.uint8),
+        mnist_index=order[index[:, 0]],
+        margin=top[:, 0] - top[:, 1],
+        digit_margin=digit_margin.astype(np.float32),
+    )
 
 
-def recover_labels(split: str, data_dir=None, cache: Path | None = None,
-                   progress: bool = True) -> Labels:
-    """Labels of the binarized "test" split, or of "train" (train + valid, in that order, as in
-    `load_binarized_mnist`), by maximum-likelihood matching against the original MNIST. The result
-    is cached."""
+def recover_labels(
+    split: str, data_dir=None, cache: Path | None = None, progress: bool = True
+) -> Labels:
+    """Labels of the binarized "test" split, or of "train" (train + valid,
+    in that order, as in `load_binarized_mnist`), by maximum-likelihood
+    matching against the original MNIST. The result is cached."""
     if split not in ("train", "test"):
-        raise ValueError(f"unknown split {split!r}; expected 'train' (train + valid) or 'test'")
+        raise ValueError(
+            f"unknown split {split!r}; expected "
+            "'train' (train + valid) or 'test'"
+        )
     parts = ["train", "valid"] if split == "train" else ["test"]
     key = "-".join(BINARIZED_MNIST[s].sha256[:8] for s in parts)
-    path = (cache or cache_dir()) / "labels" / f"{split}.{key}.{MNIST[f'{split}_images'].sha256[:8]}.npz"
-    local_data_dir(data_dir)  # a named folder that does not exist is an error, cache or not
-    source = "-".join([BINARIZED_MNIST[s].sha256 for s in parts]
-                      + [MNIST[f"{split}_images"].sha256])
+    path = (
+        (cache or cache_dir())
+        / "labels"
+        / f"{split}.{key}.{MNIST[f'{split}_images'].sha256[:8]}.npz"
+    )
+    # a named folder that does not exist is an error, cache or not
+    local_data_dir(data_dir)
+    source = "-".join(
+        [BINARIZED_MNIST[s].sha256 for s in parts]
+        + [MNIST[f"{split}_images"].sha256]
+    )
     cached = load_arrays(path, source, tuple(Labels.__dataclass_fields__))
     if cached is not None:
         return Labels(**cached)
     binarized = np.concatenate([load_split(s, data_dir, cache) for s in parts])
-    labels = match_to_mnist(binarized, *load_mnist(split, data_dir, cache), progress=progress)
+    labels = match_to_mnist(
+        binarized, *load_mnist(split, data_dir, cache), progress=progress
+    )
     save_arrays(path, source, **dataclasses.asdict(labels))
     return labels

@@ -36,8 +36,10 @@ def use_cpu_cores(count: int | None = None) -> int | None:
     a count is chosen ($JAX_NUM_CPU_DEVICES, or the XLA flag
     --xla_force_host_platform_device_count)."""
     flags = os.environ.get("XLA_FLAGS", "")
-    if (jax.config.jax_num_cpu_devices >= 0
-            or "xla_force_host_platform_device_count" in flags):
+    if (
+        jax.config.jax_num_cpu_devices >= 0
+        or "xla_force_host_platform_device_count" in flags
+    ):
         return None
     count = count or cpu_device_count(cpu_cores())
     try:

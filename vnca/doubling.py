@@ -3,7 +3,8 @@
 
 
 # ---- book/doubling.md, code cell 1 ----
-"""The doubling VNCA: grow 32x32 logits from one cell by five rounds of (double, 8 NCA steps)."""
+"""The doubling VNCA: grow 32x32 logits from one cell by five rounds of
+(double, 8 NCA steps)."""
 
 from dataclasses import dataclass
 
@@ -33,9 +34,11 @@ class DoublingConfig:
     doublings: int = 5
     steps_per_doubling: int = 8
     update_probability: float = 1.0
-    encoder_width: int = 32  # the encoder's first channels (32: the paper's; see `Encoder`)
+    # the encoder's first channels (32: the paper's; see `Encoder`)
+    encoder_width: int = 32
     remat: bool = False
-    unroll: bool | None = None  # unroll the NCA scans (default: on a CPU only; see `run`)
+    # unroll the NCA scans (default: on a CPU only; see `run`)
+    unroll: bool | None = None
 
     @property
     def side(self) -> int:
@@ -43,46 +46,87 @@ class DoublingConfig:
 
 
 class DoublingDecoder(eqx.Module):
-    """z -> one cell -> `doublings` rounds of (double, `steps_per_doubling` NCA steps) ->
-    channel 0 as logits."""
+    """z -> one cell -> `doublings` rounds of (double, `steps_per_doubling`
+    NCA steps) -> channel 0 as logits."""
 
     rule: UpdateRule
     config: DoublingConfig = eqx.field(static=True)
 
     def __init__(self, config: DoublingConfig, *, key: PRNGKeyArray):
-        self.rule = UpdateRule(config.latent, config.hidden, config.residual_blocks,
-                               elu_after_perception=False, key=key)
+        self.rule = UpdateRule(
+            config.latent,
+            config.hidden,
+            config.residual_blocks,
+            elu_after_perception=False,
+            key=key,
+        )
         self.config = config
 
     def grow(self, z: Float[Array, " z"], key: PRNGKeyArray | None = None):
-        """The final state, and a list of every round's states (doubled, then after each step)."""
+        """The final state, and a list of every round's states (doubled,
+        then after each step)."""
         c = self.config
         state = z[None, None, :]
-        keys = jax.random.split(key, c.doublings) if key is not None else [None] * c.doublings
+        keys = (
+            jax.random.split(key, c.doublings)
+            if key is not None
+            else [None] * c.doublings
+        )
         rounds = []
         for round_key in keys:
             state = double(state)
             doubled = state
-            state, states = run(self.rule, state, c.steps_per_doubling, key=round_key,
-                                update_probability=c.update_probability, remat=c.remat,
-                                unroll=c.unroll, trajectory=True)
+            state, states = run(
+                self.rule,
+                state,
+                c.steps_per_doubling,
+                key=round_key,
+                update_probability=c.update_probability,
+                remat=c.remat,
+                unroll=c.unroll,
+                trajectory=True,
+            )
             rounds.append(jnp.concatenate([doubled[None], states]))
         return state, rounds
 
-    def __call__(self, z: Float[Array, " z"], *, key: PRNGKeyArray | None = None,
-                 steps=None) -> Float[Array, "side side"]:
+    def __call__(
+        self,
+        z: Float[Array, " z"],
+        *,
+        key: PRNGKeyArray | None = None,
+        steps=None,
+    ) -> Float[Array, "side side"]:
         if steps is not None:
-            raise ValueError("the doubling decoder runs a fixed number of steps per doubling")
+            raise ValueError(
+                "the doubling decoder runs a fixed "
+                "number of steps per doubling"
+            )
         c = self.config
         state = z[None, None, :]
-        keys = jax.random.split(key, c.doublings) if key is not None else [None] * c.doublings
+        keys = (
+            jax.random.split(key, c.doublings)
+            if key is not None
+            else [None] * c.doublings
+        )
         for round_key in keys:
-            state = run(self.rule, double(state), c.steps_per_doubling, key=round_key,
-                        update_probability=c.update_probability, remat=c.remat, unroll=c.unroll)
+            state = run(
+                self.rule,
+                double(state),
+                c.steps_per_doubling,
+                key=round_key,
+                update_probability=c.update_probability,
+                remat=c.remat,
+                unroll=c.unroll,
+            )
         return state[..., 0]
 
 
-def doubling_vnca(config: DoublingConfig = DoublingConfig(), *, key: PRNGKeyArray) -> VAE:
+def doubling_vnca(
+    config: DoublingConfig = DoublingConfig(), *, key: PRNGKeyArray
+) -> VAE:
     """A doubling VNCA with fresh parameters."""
     encoder_key, decoder_key = jax.random.split(key)
-    return VAE(Encoder(config.latent, width=config.encoder_width, key=encoder_key), DoublingDecoder(config, key=decoder_key))
+    return VAE(
+        Encoder(config.latent, width=config.encoder_width, key=encoder_key),
+        DoublingDecoder(config, key=decoder_key),
+    )

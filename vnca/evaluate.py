@@ -3,7 +3,8 @@
 
 
 # ---- book/evaluate.md, code cell 1 ----
-"""Test-set evaluation: the importance-weighted bound with K samples, chunked, over all devices."""
+"""Test-set evaluation: the importance-weighted bound with K samples,
+chunked, over all devices."""
 
 import json
 import math
@@ -17,48 +18,98 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm import tqdm
 
 from vnca.data import atomic_write, load_binarized_mnist
-from vnca.train import (CHECKPOINT, SMOKE_MODELS, TrainConfig, data_mesh, load_run, replicate,
-                        train_config)
+from vnca.train import (
+    CHECKPOINT,
+    SMOKE_MODELS,
+    TrainConfig,
+    data_mesh,
+    load_run,
+    replicate,
+    train_config,
+)
 from vnca.vae import VAE, importance_weighted_bound
 
 
 @eqx.filter_jit
-def _bounds(model: VAE, images: jax.Array, indices: jax.Array, key: jax.Array, samples: int, chunk: int):
+def _bounds(
+    model: VAE,
+    images: jax.Array,
+    indices: jax.Array,
+    key: jax.Array,
+    samples: int,
+    chunk: int,
+):
     def one(x, index):
-        return importance_weighted_bound(model, x, jax.random.fold_in(key, index), samples, chunk)
+        return importance_weighted_bound(
+            model, x, jax.random.fold_in(key, index), samples, chunk
+        )
 
     return jax.vmap(one)(images, indices)
 
 
-def image_bounds(model: VAE, images, key: jax.Array, *, samples: int = 128, chunk: int | None = None,
-                 indices=None, batch_size: int | None = None, mesh: Mesh | None = None,
-                 progress: bool = False) -> np.ndarray:
-    """The `samples`-sample bound of each image, in nats. Image j (its index in the test set, given
-    by `indices`, default 0, 1, ...) samples with fold_in(key, j), so the numbers do not depend on
-    the batching, the chunking or the devices."""
+def image_bounds(
+    model: VAE,
+    images,
+    key: jax.Array,
+    *,
+    samples: int = 128,
+    chunk: int | None = None,
+    indices=None,
+    batch_size: int | None = None,
+    mesh: Mesh | None = None,
+    progress: bool = False,
+) -> np.ndarray:
+    """The `samples`-sample bound of each image, in nats. Image j (its index
+    in the test set, given by `indices`, default 0, 1, ...) samples with
+    fold_in(key, j), so the numbers do not depend on the batching, the
+    chunking or the devices."""
     cpu = jax.default_backend() == "cpu"
     chunk = (8 if cpu else 16) if chunk is None else chunk
     if samples < 1 or chunk < 1:
-        raise ValueError(f"samples and chunk must be at least 1, got {samples} and {chunk}")
+        raise ValueError(
+            f"samples and chunk must be at least 1, got {samples} and {chunk}"
+        )
     mesh = mesh or data_mesh()
     batch_size = batch_size or (4 if cpu else 8) * mesh.size
     if batch_size % mesh.size:
-        raise ValueError(f"batch_size {batch_size} is not a multiple of the {mesh.size} devices")
+        raise ValueError(
+            f"batch_size {batch_size} is not a "
+            f"multiple of the {mesh.size} devices"
+        )
     images = np.asarray(images, np.float32)
-    indices = np.arange(len(images)) if indices is None else np.asarray(indices)
+    indices = (
+        np.arange(len(images)) if indices is None else np.asarray(indices)
+    )
     if len(indices) != len(images):
         raise ValueError(f"{len(indices)} indices for {len(images)} images")
     n = len(images)
     padded = -(-n // batch_size) * batch_size
-    images = np.concatenate([images, np.zeros((padded - n, *images.shape[1:]), np.float32)])
-    indices = np.concatenate([indices, np.zeros(padded - n, indices.dtype)]).astype(np.int32)
-    model, sharded = replicate(model, mesh), NamedSharding(mesh, PartitionSpec("data"))
+    images = np.concatenate(
+        [images, np.zeros((padded - n, *images.shape[1:]), np.float32)]
+    )
+    indices = np.concatenate(
+        [indices, np.zeros(padded - n, indices.dtype)]
+    ).astype(np.int32)
+    model, sharded = (
+        replicate(model, mesh),
+        NamedSharding(mesh, PartitionSpec("data")),
+    )
     out = []
-    for start in tqdm(range(0, padded, batch_size), disable=not progress, unit="batch",
-                      desc=f"K = {samples}"):
+    for start in tqdm(
+        range(0, padded, batch_size),
+        disable=not progress,
+        unit="batch",
+        desc=f"K = {samples}",
+    ):
         part = slice(start, start + batch_size)
-        bounds = _bounds(model, jax.device_put(images[part], sharded), jax.device_put(indices[part], sharded),
-                         key, samples, min(chunk, samples))
+        bounds = _bounds(
+            model,
+            jax.device_put(images[part], sharded),
+            jax.device_put(indices[part], sharded),
+            key,
+            samples,
+            min(chunk, samples),
+        )
         out.append(np.asarray(bounds))
     return np.concatenate(out)[:n]
 
@@ -66,22 +117,43 @@ def image_bounds(model: VAE, images, key: jax.Array, *, samples: int = 128, chun
 def summarise(bounds) -> dict:
     """The mean bound and its standard error over images."""
     bounds = np.asarray(bounds, np.float64)
-    error = bounds.std(ddof=1) / math.sqrt(len(bounds)) if len(bounds) > 1 else float("nan")
-    return {"log_likelihood": float(bounds.mean()), "standard_error": float(error), "images": len(bounds)}
+    error = (
+        bounds.std(ddof=1) / math.sqrt(len(bounds))
+        if len(bounds) > 1
+        else float("nan")
+    )
+    return {
+        "log_likelihood": float(bounds.mean()),
+        "standard_error": float(error),
+        "images": len(bounds),
+    }
 
 
 # ---- book/evaluate.md, code cell 2 ----
-RECIPE = ("model_config", "batch_size", "learning_rate", "clip_norm", "pool_size", "state_penalty")
+RECIPE = (
+    "model_config",
+    "batch_size",
+    "learning_rate",
+    "clip_norm",
+    "pool_size",
+    "state_penalty",
+)
 
 
 def run_scale(config: TrainConfig, step: int) -> str:
-    """"full" or "laptop" for that profile's recipe exactly, trained to its end; else "smoke"
-    (the smoke model) or "custom"."""
+    """ "full" or "laptop" for that profile's recipe exactly, trained to its
+    end; else "smoke" (the smoke model) or "custom"."""
     for profile in ("full", "laptop"):
         recipe = train_config(config.model, profile)
-        if step >= recipe.steps and all(getattr(config, k) == getattr(recipe, k) for k in RECIPE):
+        if step >= recipe.steps and all(
+            getattr(config, k) == getattr(recipe, k) for k in RECIPE
+        ):
             return profile
-    return "smoke" if config.model_config == SMOKE_MODELS[config.model] else "custom"
+    return (
+        "smoke"
+        if config.model_config == SMOKE_MODELS[config.model]
+        else "custom"
+    )
 
 
 def checkpoint_path(run_or_checkpoint: str | Path) -> Path:
@@ -90,31 +162,72 @@ def checkpoint_path(run_or_checkpoint: str | Path) -> Path:
 
 
 def evaluate_run(run_or_checkpoint: str | Path, **options) -> dict:
-    """The test-set bound of a run's checkpoint, as a record for a JSON file (options: those of
-    `evaluate_model`)."""
+    """The test-set bound of a run's checkpoint, as a record for a JSON file
+    (options: those of `evaluate_model`)."""
     path = checkpoint_path(run_or_checkpoint)
     state, config = load_run(path)
-    return evaluate_model(state.model, config, int(state.step), str(path), **options)
+    return evaluate_model(
+        state.model, config, int(state.step), str(path), **options
+    )
 
 
-def evaluate_model(model: VAE, config: TrainConfig, step: int, source: str, *, samples: int = 128,
-                   images: int | None = None, seed: int = 0, chunk: int | None = None, batch_size: int | None = None,
-                   data=None, progress: bool = True) -> dict:
-    """The test-set bound of a model trained with `config` for `step` steps, as a record; `source`
-    says where the model came from."""
+def evaluate_model(
+    model: VAE,
+    config: TrainConfig,
+    step: int,
+    source: str,
+    *,
+    samples: int = 128,
+    images: int | None = None,
+    seed: int = 0,
+    chunk: int | None = None,
+    batch_size: int | None = None,
+    data=None,
+    progress: bool = True,
+) -> dict:
+    """The test-set bound of a model trained with `config` for `step` steps,
+    as a record; `source` says where the model came from."""
     test = (data or load_binarized_mnist()).test
     if images is not None and not 1 <= images <= len(test):
-        raise ValueError(f"images must be between 1 and {len(test)}, got {images}")
-    rows = (np.arange(len(test)) if images is None or images == len(test) else
-            np.sort(np.random.default_rng(seed).choice(len(test), images, replace=False)))
+        raise ValueError(
+            f"images must be between 1 and {len(test)}, got {images}"
+        )
+    rows = (
+        np.arange(len(test))
+        if images is None or images == len(test)
+        else np.sort(
+            np.random.default_rng(seed).choice(
+                len(test), images, replace=False
+            )
+        )
+    )
     start = time.perf_counter()
-    bounds = image_bounds(model, test[rows], jax.random.key(seed), samples=samples, chunk=chunk,
-                          indices=rows, batch_size=batch_size, progress=progress)
+    bounds = image_bounds(
+        model,
+        test[rows],
+        jax.random.key(seed),
+        samples=samples,
+        chunk=chunk,
+        indices=rows,
+        batch_size=batch_size,
+        progress=progress,
+    )
     seconds = time.perf_counter() - start
-    return {"model": config.model, "scale": run_scale(config, step), **summarise(bounds),
-            "samples": samples, "test_images": len(test), "seed": seed, "step": step,
-            "checkpoint": source, "seconds": seconds, "images_per_second": len(rows) / seconds,
-            "device": jax.devices()[0].device_kind, "devices": jax.device_count(), "jax": jax.__version__}
+    return {
+        "model": config.model,
+        "scale": run_scale(config, step),
+        **summarise(bounds),
+        "samples": samples,
+        "test_images": len(test),
+        "seed": seed,
+        "step": step,
+        "checkpoint": source,
+        "seconds": seconds,
+        "images_per_second": len(rows) / seconds,
+        "device": jax.devices()[0].device_kind,
+        "devices": jax.device_count(),
+        "jax": jax.__version__,
+    }
 
 
 def write_record(record: dict, path: str | Path) -> None:
@@ -123,7 +236,8 @@ def write_record(record: dict, path: str | Path) -> None:
 
 
 # ---- book/evaluate.md, code cell 5 ----
-PUBLISHED = {  # model: (name, the paper's bound, the reproduction's), nats, K = 128
+# model: (name, the paper's bound, the reproduction's), nats, K = 128
+PUBLISHED = {
     "doubling": ("doubling VNCA", "-84.23", "-84.15"),
     "nondoubling": ("non-doubling VNCA", "-90.97", "-89.3"),
     "baseline": ("convolutional baseline", "not reported", "-84.64"),
@@ -131,27 +245,64 @@ PUBLISHED = {  # model: (name, the paper's bound, the reproduction's), nats, K =
 
 
 def read_records(folder: str | Path) -> list[dict]:
-    """The evaluation records (JSON files) in a folder; files that are not records are skipped."""
+    """The evaluation records (JSON files) in a folder; files that are not
+    records are skipped."""
     records = []
     for path in sorted(Path(folder).glob("*.json")):
         record = json.loads(path.read_text())
-        if isinstance(record, dict) and {"model", "log_likelihood"} <= set(record):
+        if isinstance(record, dict) and {"model", "log_likelihood"} <= set(
+            record
+        ):
             records.append(record)
     return records
 
 
-def results_table(records: list[dict], scales: tuple[str, ...] = ("full", "laptop")) -> str:
-    """A Markdown table: the paper's, the reproduction's and our bounds, one column per scale."""
+def book_records() -> list[dict]:
+    """What the results tables show: the records that each shipped
+    laptop-scale model carries, then those in this repository's results/
+    (when a chapter runs in a checkout), then those of your own runs
+    (`results` in the runs folder); a later record of the same model and
+    scale replaces an earlier one."""
+    from vnca import pretrained  # written by a later chapter
+    from vnca.profile import runs_folder
+
+    records = {}
+    for entry in pretrained.manifest().values():
+        record = {"model": entry["model"], "scale": "laptop"}
+        record.update(step=entry["step"], **entry["evaluation"])
+        records["laptop", entry["model"]] = record
+    for folder in (Path("../results"), runs_folder() / "results"):
+        if folder.is_dir():
+            for record in read_records(folder):
+                records[record.get("scale"), record["model"]] = record
+    return list(records.values())
+
+
+def results_table(
+    records: list[dict], scales: tuple[str, ...] = ("full", "laptop")
+) -> str:
+    """A Markdown table: the paper's, the reproduction's and our bounds, one
+    column per scale."""
     ours = {(r.get("scale"), r["model"]): r for r in records}
-    header = "| model | paper | reproduction | " + " | ".join(f"this book, {s} scale" for s in scales) + " |"
+    header = (
+        "| model | paper | reproduction | "
+        + " | ".join(f"this book, {s} scale" for s in scales)
+        + " |"
+    )
     rows = [header, "|---" * (3 + len(scales)) + "|"]
     for model, (name, paper, reproduction) in PUBLISHED.items():
         mine = []
         for scale in scales:
             r = ours.get((scale, model))
-            mine.append("-" if r is None else f"{r['log_likelihood']:.2f} ± {r['standard_error']:.2f} "
-                        f"({r['images']:,} images)")
-        rows.append(f"| {name} | {paper} | {reproduction} | " + " | ".join(mine) + " |")
+            mine.append(
+                "-"
+                if r is None
+                else f"{r['log_likelihood']:.2f} ± {r['standard_error']:.2f} "
+                f"({r['images']:,} images)"
+            )
+        rows.append(
+            f"| {name} | {paper} | {reproduction} | " + " | ".join(mine) + " |"
+        )
     return "\n".join(rows)
 
 
@@ -166,39 +317,82 @@ from vnca.train import positive_int
 
 def add_evaluate_command(commands) -> None:
     """Add `vnca evaluate` to the subcommands of an argparse parser."""
-    evaluate = commands.add_parser("evaluate", help="the test-set bound of a run",
-                                   description="Evaluate a run's checkpoint on the test set with the "
-                                   "importance-weighted bound and write the result as JSON.")
-    evaluate.add_argument("run", type=Path, metavar="RUN_CHECKPOINT_OR_NAME",
-                          help="a run folder, a checkpoint file, or a shipped model's name")
-    evaluate.add_argument("--samples", type=positive_int, default=128, help="importance samples K (default 128)")
-    evaluate.add_argument("--images", type=positive_int, help="a random subset of this many test images "
-                          "(default: all 10,000)")
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="the test-set bound of a run",
+        description="Evaluate a run's checkpoint on the test set with the "
+        "importance-weighted bound and write the result as JSON.",
+    )
+    evaluate.add_argument(
+        "run",
+        type=Path,
+        metavar="RUN_CHECKPOINT_OR_NAME",
+        help="a run folder, a checkpoint file, or a shipped model's name",
+    )
+    evaluate.add_argument(
+        "--samples",
+        type=positive_int,
+        default=128,
+        help="importance samples K (default 128)",
+    )
+    evaluate.add_argument(
+        "--images",
+        type=positive_int,
+        help="a random subset of this many test images (default: all 10,000)",
+    )
     evaluate.add_argument("--seed", type=int, default=0)
-    evaluate.add_argument("--chunk", type=positive_int, help="samples decoded at once per image "
-                          "(default 8 on a CPU, else 16)")
-    evaluate.add_argument("--batch-size", type=positive_int, help="images per batch (default 4 per "
-                          "device on a CPU, else 8)")
-    evaluate.add_argument("--out", type=Path, help="the JSON file (default: RUN/evaluation.json, or "
-                          "NAME-evaluation.json for a shipped model)")
-    evaluate.add_argument("--data-dir", type=Path, help="a folder with the data files")
-    evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
+    evaluate.add_argument(
+        "--chunk",
+        type=positive_int,
+        help="samples decoded at once per image (default 8 on a CPU, else 16)",
+    )
+    evaluate.add_argument(
+        "--batch-size",
+        type=positive_int,
+        help="images per batch (default 4 per device on a CPU, else 8)",
+    )
+    evaluate.add_argument(
+        "--out",
+        type=Path,
+        help="the JSON file (default: RUN/evaluation.json, or "
+        "NAME-evaluation.json for a shipped model)",
+    )
+    evaluate.add_argument(
+        "--data-dir", type=Path, help="a folder with the data files"
+    )
+    evaluate.add_argument(
+        "--no-progress", action="store_true", help="no progress bar"
+    )
     evaluate.set_defaults(handler=evaluate_command)
 
 
 def evaluate_command(args) -> int:
     """Run `vnca evaluate`; return the exit status."""
     try:
-        from vnca.pretrained import resolve  # shipped models (the laptop chapter)
+        # shipped models (the laptop chapter)
+        from vnca.pretrained import resolve
 
         model, config, step, source = resolve(args.run)
         shipped = not args.run.exists()
-        out = args.out or (Path(f"{args.run}-evaluation.json") if shipped
-                           else checkpoint_path(args.run).parent / "evaluation.json")
+        out = args.out or (
+            Path(f"{args.run}-evaluation.json")
+            if shipped
+            else checkpoint_path(args.run).parent / "evaluation.json"
+        )
         check_writable(out)  # fail now, not after the evaluation
-        record = evaluate_model(model, config, step, source, samples=args.samples, images=args.images,
-                                seed=args.seed, chunk=args.chunk, batch_size=args.batch_size,
-                                data=load_binarized_mnist(args.data_dir), progress=not args.no_progress)
+        record = evaluate_model(
+            model,
+            config,
+            step,
+            source,
+            samples=args.samples,
+            images=args.images,
+            seed=args.seed,
+            chunk=args.chunk,
+            batch_size=args.batch_size,
+            data=load_binarized_mnist(args.data_dir),
+            progress=not args.no_progress,
+        )
     except (ValueError, DataError, CheckpointError) as err:
         print(f"vnca evaluate: error: {err}", file=sys.stderr)
         return 2
@@ -207,12 +401,20 @@ def evaluate_command(args) -> int:
         return 4
     try:
         write_record(record, out)
-    except OSError as err:  # the disk filled up meanwhile: print the result, not lose it
+    # the disk filled up meanwhile: print the result, not lose it
+    except OSError as err:
         print(json.dumps(record, indent=2))
-        print(f"vnca evaluate: error: the record above could not be saved: {explain(err)}",
-              file=sys.stderr)
+        print(
+            "vnca evaluate: error: the record above "
+            f"could not be saved: {explain(err)}",
+            file=sys.stderr,
+        )
         return 4
-    print(f"{record['model']} ({record['scale']}): log p(x) >= {record['log_likelihood']:.2f} "
-          f"± {record['standard_error']:.2f} nats, K = {record['samples']}, {record['images']:,} images; "
-          f"written to {out}")
+    print(
+        f"{record['model']} ({record['scale']}): log "
+        f"p(x) >= {record['log_likelihood']:.2f} "
+        f"± {record['standard_error']:.2f} nats, K = "
+        f"{record['samples']}, {record['images']:,} images; "
+        f"written to {out}"
+    )
     return 0

@@ -3,8 +3,9 @@
 
 
 # ---- book/data.md, code cell 22 ----
-"""Checkers for the book's exercises: each compares a student's function with the book's own, on
-inputs it makes up, and says what is wrong (shape, values, gradient, speed)."""
+"""Checkers for the book's exercises: each compares a student's function
+with the book's own, on inputs it makes up, and says what is wrong (shape,
+values, gradient, speed)."""
 
 import numpy as np
 
@@ -12,26 +13,49 @@ from vnca.checking import CheckFailed, compare, fail, passed
 
 
 def check_pad(fn) -> bool:
-    """Exercise (data): centre (n, 28, 28) images in (n, 32, 32) frames of zeros."""
+    """Exercise (data): centre (n, 28, 28) images in (n, 32, 32) frames of
+    zeros."""
     from vnca.data import pad
 
-    images = (np.random.default_rng(0).random((3, 28, 28)) < 0.3).astype(np.uint8)
+    images = (np.random.default_rng(0).random((3, 28, 28)) < 0.3).astype(
+        np.uint8
+    )
     got = np.asarray(fn(images))
     if got.shape != (3, 32, 32):
-        fail(f"the result has shape {got.shape}; expected (3, 32, 32).",
-             "pad 2 rows above and below and 2 columns left and right; keep the batch axis as it is.")
+        fail(
+            f"the result has shape {got.shape}; expected (3, 32, 32).",
+            "pad 2 rows above and below and 2 columns "
+            "left and right; keep the batch axis as it is.",
+        )
     inner = got[:, 2:30, 2:30]
     if not np.array_equal(inner, images):
         for dy in range(5):
             for dx in range(5):
-                if np.array_equal(got[:, dy:dy + 28, dx:dx + 28], images):
-                    fail(f"the digit sits at rows {dy}..{dy + 27} and columns {dx}..{dx + 27}, not 2..29.",
-                         "the padding must be the same on both sides: 2 before and 2 after.")
-        fail("the 28x28 image does not appear unchanged in the middle of the result.",
-             "pad with zeros; do not resize, flip or rescale the image.")
-    if got[:, :2].any() or got[:, 30:].any() or got[:, :, :2].any() or got[:, :, 30:].any():
-        fail("the frame around the digit is not all zeros.", "pad with zeros (np.pad's default).")
-    compare("the padded images", got, pad(images), "compare with vnca.data.pad")
+                if np.array_equal(got[:, dy : dy + 28, dx : dx + 28], images):
+                    fail(
+                        f"the digit sits at rows {dy}..{dy + 27} "
+                        f"and columns {dx}..{dx + 27}, not 2..29.",
+                        "the padding must be the same on "
+                        "both sides: 2 before and 2 after.",
+                    )
+        fail(
+            "the 28x28 image does not appear "
+            "unchanged in the middle of the result.",
+            "pad with zeros; do not resize, flip or rescale the image.",
+        )
+    if (
+        got[:, :2].any()
+        or got[:, 30:].any()
+        or got[:, :, :2].any()
+        or got[:, :, 30:].any()
+    ):
+        fail(
+            "the frame around the digit is not all zeros.",
+            "pad with zeros (np.pad's default).",
+        )
+    compare(
+        "the padded images", got, pad(images), "compare with vnca.data.pad"
+    )
     return passed("my_pad centres every image in a 32x32 frame of zeros")
 
 
@@ -43,24 +67,51 @@ from vnca.checking import compare, fail, passed
 
 
 def check_kl(fn) -> bool:
-    """Exercise (VAE): KL(N(mean, exp(log_scale)^2) || N(0, I)), summed over the dimensions."""
+    """Exercise (VAE): KL(N(mean, exp(log_scale)^2) || N(0, I)), summed over
+    the dimensions."""
     from vnca.vae import kl_to_standard_normal
 
     keys = jax.random.split(jax.random.key(0), 2)
-    mean, log_scale = jax.random.normal(keys[0], (16,)), 0.5 * jax.random.normal(keys[1], (16,))
+    mean, log_scale = (
+        jax.random.normal(keys[0], (16,)),
+        0.5 * jax.random.normal(keys[1], (16,)),
+    )
     got = jnp.asarray(fn(mean, log_scale))
     if got.shape != ():
-        fail(f"the KL has shape {got.shape}; expected a single number.", "sum over the latent dimensions.")
+        fail(
+            f"the KL has shape {got.shape}; expected a single number.",
+            "sum over the latent dimensions.",
+        )
     if float(fn(jnp.zeros(16), jnp.zeros(16))) != 0.0:
-        fail(f"the KL of N(0, I) to itself is {float(fn(jnp.zeros(16), jnp.zeros(16))):.4g}, not 0.",
-             "check the constant terms: -1 per dimension, times 1/2.")
-    compare("the KL", got, kl_to_standard_normal(mean, log_scale),
-            "the variance is exp(2 * log_scale), not exp(log_scale) or log_scale itself.", rtol=1e-5)
+        fail(
+            "the KL of N(0, I) to itself is "
+            f"{float(fn(jnp.zeros(16), jnp.zeros(16))):.4g}, not 0.",
+            "check the constant terms: -1 per dimension, times 1/2.",
+        )
+    compare(
+        "the KL",
+        got,
+        kl_to_standard_normal(mean, log_scale),
+        "the variance is exp(2 * log_scale), "
+        "not exp(log_scale) or log_scale itself.",
+        rtol=1e-5,
+    )
     grads = jax.grad(lambda m, s: fn(m, s), argnums=(0, 1))(mean, log_scale)
-    reference = jax.grad(kl_to_standard_normal, argnums=(0, 1))(mean, log_scale)
-    compare("the gradient with respect to the mean", grads[0], reference[0], "d KL / d mean should be mean.")
-    compare("the gradient with respect to log_scale", grads[1], reference[1],
-            "d KL / d log_scale should be exp(2 * log_scale) - 1.")
+    reference = jax.grad(kl_to_standard_normal, argnums=(0, 1))(
+        mean, log_scale
+    )
+    compare(
+        "the gradient with respect to the mean",
+        grads[0],
+        reference[0],
+        "d KL / d mean should be mean.",
+    )
+    compare(
+        "the gradient with respect to log_scale",
+        grads[1],
+        reference[1],
+        "d KL / d log_scale should be exp(2 * log_scale) - 1.",
+    )
     return passed("my_kl matches the closed-form KL and its gradients")
 
 
@@ -73,31 +124,70 @@ from vnca.checking import compare, fail, passed
 
 
 def check_step(fn) -> bool:
-    """Exercise (NCA): one step, state + m * rule(state), with one Bernoulli(p) mask value per cell."""
+    """Exercise (NCA): one step, state + m * rule(state), with one
+    Bernoulli(p) mask value per cell."""
     from vnca.nca import UpdateRule
 
-    rule = UpdateRule(8, 8, residual_blocks=0, elu_after_perception=True, key=jax.random.key(0))
-    rule = jax.tree.map(lambda a: a + 0.1 if isinstance(a, jax.Array) and a.dtype == jnp.float32 else a, rule)
+    rule = UpdateRule(
+        8,
+        8,
+        residual_blocks=0,
+        elu_after_perception=True,
+        key=jax.random.key(0),
+    )
+    rule = jax.tree.map(
+        lambda a: (
+            a + 0.1
+            if isinstance(a, jax.Array) and a.dtype == jnp.float32
+            else a
+        ),
+        rule,
+    )
     state = jax.random.normal(jax.random.key(1), (16, 16, 8))
     if np.allclose(fn(rule, state, jax.random.key(2), 1.0), state):
-        fail("with p = 1 no cell changed: the state came back as it went in.",
-             "with p = 1 every cell updates, so the mask is 1 everywhere: multiply the update by "
-             "the mask, not by 1 - mask.")
-    compare("the state after one step with p = 1", fn(rule, state, jax.random.key(2), 1.0), state + rule(state),
-            "a step adds the rule's output to the state: state + rule(state), not rule(state) alone.", rtol=1e-5)
-    changed = np.asarray(fn(rule, state, jax.random.key(3), 0.5)) != np.asarray(state)
+        fail(
+            "with p = 1 no cell changed: the state came back as it went in.",
+            "with p = 1 every cell updates, so the mask "
+            "is 1 everywhere: multiply the update by "
+            "the mask, not by 1 - mask.",
+        )
+    compare(
+        "the state after one step with p = 1",
+        fn(rule, state, jax.random.key(2), 1.0),
+        state + rule(state),
+        "a step adds the rule's output to the state: "
+        "state + rule(state), not rule(state) alone.",
+        rtol=1e-5,
+    )
+    changed = np.asarray(
+        fn(rule, state, jax.random.key(3), 0.5)
+    ) != np.asarray(state)
     per_cell = changed.mean(axis=-1)
     if ((per_cell > 0) & (per_cell < 1)).any():
-        fail(f"{int(((per_cell > 0) & (per_cell < 1)).sum())} cells had only some of their channels updated.",
-             "draw one mask value per cell (shape h x w x 1) and let it broadcast over the channels.")
+        fail(
+            f"{int(((per_cell > 0) & (per_cell < 1)).sum())} "
+            "cells had only some of their channels updated.",
+            "draw one mask value per cell (shape h x w x "
+            "1) and let it broadcast over the channels.",
+        )
     fraction = float(per_cell.mean())
     if not 0.35 < fraction < 0.65:
-        fail(f"with p = 0.5, {fraction:.0%} of the cells were updated.",
-             "jax.random.bernoulli(key, p, shape) is True with probability p: multiply the update by it.")
-    again = np.asarray(fn(rule, state, jax.random.key(3), 0.5)) != np.asarray(state)
+        fail(
+            f"with p = 0.5, {fraction:.0%} of the cells were updated.",
+            "jax.random.bernoulli(key, p, shape) is True "
+            "with probability p: multiply the update by it.",
+        )
+    again = np.asarray(fn(rule, state, jax.random.key(3), 0.5)) != np.asarray(
+        state
+    )
     if not np.array_equal(changed, again):
-        fail("the same key gave two different masks.", "draw the mask from the key you are given, not a global one.")
-    return passed(f"my_step updates whole cells, {fraction:.0%} of them at p = 0.5")
+        fail(
+            "the same key gave two different masks.",
+            "draw the mask from the key you are given, not a global one.",
+        )
+    return passed(
+        f"my_step updates whole cells, {fraction:.0%} of them at p = 0.5"
+    )
 
 
 # ---- book/doubling.md, code cell 9 ----
@@ -111,34 +201,64 @@ from vnca.checking import compare, fail, passed
 
 
 def check_doubling(fn) -> bool:
-    """Exercise (doubling): every cell of an h x w x c grid becomes a 2x2 block of copies of itself."""
+    """Exercise (doubling): every cell of an h x w x c grid becomes a 2x2
+    block of copies of itself."""
     from vnca.doubling import double
 
     state = jax.random.normal(jax.random.key(0), (4, 3, 5))
     got = np.asarray(fn(state))
     if got.shape != (8, 6, 5):
-        fail(f"a 4 x 3 x 5 grid became {got.shape}; expected (8, 6, 5).",
-             "double the two spatial axes (0 and 1) and keep the channels (axis 2).")
+        fail(
+            f"a 4 x 3 x 5 grid became {got.shape}; expected (8, 6, 5).",
+            "double the two spatial axes (0 and "
+            "1) and keep the channels (axis 2).",
+        )
     expected = np.asarray(double(state))
     if not np.allclose(got, expected):
         tiled = np.tile(np.asarray(state), (2, 2, 1))
         if np.allclose(got, tiled):
-            fail("the grid was tiled: the whole grid repeated twice, not each cell.",
-                 "each cell must become a 2x2 block: repeat each row and each column, do not tile.")
+            fail(
+                "the grid was tiled: the whole grid "
+                "repeated twice, not each cell.",
+                "each cell must become a 2x2 block: repeat "
+                "each row and each column, do not tile.",
+            )
         if np.allclose(got[::2, ::2], np.asarray(state)):
-            fail("the top-left cell of each 2x2 block is right, but the other three are not copies of it.",
-                 "nearest-neighbour: all four cells of a block are the same as the original cell.")
-        compare("the doubled grid", got, expected, "cell (i, j) of the result is cell (i // 2, j // 2) of the input.")
+            fail(
+                "the top-left cell of each 2x2 block is right, "
+                "but the other three are not copies of it.",
+                "nearest-neighbour: all four cells of a "
+                "block are the same as the original cell.",
+            )
+        compare(
+            "the doubled grid",
+            got,
+            expected,
+            "cell (i, j) of the result is cell (i // 2, j // 2) of the input.",
+        )
     weights = jax.random.normal(jax.random.key(1), (8, 6, 5))
     try:
         grad = jax.grad(lambda s: jnp.sum(fn(s) * weights))(state)
-    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError,
-            jax.errors.TracerIntegerConversionError, jax.errors.TracerBoolConversionError):
-        fail("JAX could not take the gradient: my_double turns its input into a NumPy array or "
-             "a Python number, which JAX cannot trace.",
-             "use jax.numpy (jnp.repeat) instead of NumPy (np.repeat, np.asarray) inside it.")
-    compare("the gradient", grad, jax.grad(lambda s: jnp.sum(double(s) * weights))(state),
-            "use differentiable jax.numpy operations (no NumPy, no Python conversions).")
+    except (
+        jax.errors.TracerArrayConversionError,
+        jax.errors.ConcretizationTypeError,
+        jax.errors.TracerIntegerConversionError,
+        jax.errors.TracerBoolConversionError,
+    ):
+        fail(
+            "JAX could not take the gradient: my_double "
+            "turns its input into a NumPy array or "
+            "a Python number, which JAX cannot trace.",
+            "use jax.numpy (jnp.repeat) instead of "
+            "NumPy (np.repeat, np.asarray) inside it.",
+        )
+    compare(
+        "the gradient",
+        grad,
+        jax.grad(lambda s: jnp.sum(double(s) * weights))(state),
+        "use differentiable jax.numpy operations "
+        "(no NumPy, no Python conversions).",
+    )
     big = jax.random.normal(jax.random.key(2), (32, 32, 256))
     mine, book = jax.jit(fn), jax.jit(double)
     jax.block_until_ready((mine(big), book(big)))
@@ -149,9 +269,16 @@ def check_doubling(fn) -> bool:
             jax.block_until_ready(f(big))
         timings.append((time.perf_counter() - start) / 20)
     if timings[0] > 20 * timings[1] + 1e-3:
-        fail(f"a 32x32x256 grid takes {timings[0] * 1e3:.2f} ms, the book's {timings[1] * 1e3:.2f} ms.",
-             "avoid Python loops over cells: one jnp.repeat per axis (or einops.repeat) does it.")
-    return passed(f"my_double is right, differentiable, and fast ({timings[0] * 1e3:.2f} ms on 32x32x256)")
+        fail(
+            f"a 32x32x256 grid takes {timings[0] * 1e3:.2f} "
+            f"ms, the book's {timings[1] * 1e3:.2f} ms.",
+            "avoid Python loops over cells: one jnp.repeat "
+            "per axis (or einops.repeat) does it.",
+        )
+    return passed(
+        "my_double is right, differentiable, and fast "
+        f"({timings[0] * 1e3:.2f} ms on 32x32x256)"
+    )
 
 
 # ---- book/train.md, code cell 10 ----
@@ -162,14 +289,18 @@ from vnca.checking import compare, fail, passed
 
 
 def check_optimiser(fn) -> bool:
-    """Exercise (training): clip the gradient's global norm to 10, then Adam at 1e-4."""
+    """Exercise (training): clip the gradient's global norm to 10, then Adam
+    at 1e-4."""
     import optax
 
     from vnca.train import optimiser
 
     params = {"w": jnp.ones((3, 4)), "b": jnp.zeros(4)}
-    gradients = [{"w": jnp.full((3, 4), 1e5), "b": jnp.full(4, -1e5)},  # norm 4e5
-                 {"w": jnp.full((3, 4), 0.1), "b": jnp.full(4, 0.2)}]
+    # norm 4e5
+    gradients = [
+        {"w": jnp.full((3, 4), 1e5), "b": jnp.full(4, -1e5)},
+        {"w": jnp.full((3, 4), 0.1), "b": jnp.full(4, 0.2)},
+    ]
 
     def updates(opt):
         state, out = opt.init(params), []
@@ -179,27 +310,46 @@ def check_optimiser(fn) -> bool:
         return out
 
     def same(a, b):
-        return all(np.allclose(x["w"], y["w"], rtol=1e-4) for x, y in zip(a, b))
+        return all(
+            np.allclose(x["w"], y["w"], rtol=1e-4) for x, y in zip(a, b)
+        )
 
     mine = updates(fn())
     if same(mine, updates(optimiser())):
         return passed("my_optimiser clips before Adam")
-    known = [(optax.chain(optax.adam(1e-4), optax.clip_by_global_norm(10.0)),
-              "these are Adam's updates, clipped afterwards.",
-              "clip first, then Adam: optax.chain(optax.clip_by_global_norm(10.0), optax.adam(1e-4)). "
-              "Clipping after Adam never fires, and Adam's moments keep the huge gradient."),
-             (optax.chain(optax.clip(10.0), optax.adam(1e-4)),
-              "each element of the gradient was clipped to 10 (optax.clip), not its global norm.",
-              "optax.clip_by_global_norm(10.0) scales the whole gradient to norm 10 and keeps its "
-              "direction; clipping element by element changes the direction.")]
+    known = [
+        (
+            optax.chain(optax.adam(1e-4), optax.clip_by_global_norm(10.0)),
+            "these are Adam's updates, clipped afterwards.",
+            "clip first, then Adam: "
+            "optax.chain(optax.clip_by_global_norm(10.0), optax.adam(1e-4)). "
+            "Clipping after Adam never fires, and "
+            "Adam's moments keep the huge gradient.",
+        ),
+        (
+            optax.chain(optax.clip(10.0), optax.adam(1e-4)),
+            "each element of the gradient was clipped "
+            "to 10 (optax.clip), not its global norm.",
+            "optax.clip_by_global_norm(10.0) scales the "
+            "whole gradient to norm 10 and keeps its "
+            "direction; clipping element by element changes the direction.",
+        ),
+    ]
     for opt, problem, hint in known:
         if same(mine, updates(opt)):
             fail(problem, hint)
-    compare("the first update (after a gradient of norm 4e5)", mine[0]["w"], updates(optimiser())[0]["w"],
-            "the learning rate should be 1e-4: Adam's first step moves every parameter by about that much.")
-    fail("after the huge gradient, the next update is not the book's.",
-         "clip the global norm to 10 first, then Adam at 1e-4: "
-         "optax.chain(optax.clip_by_global_norm(10.0), optax.adam(1e-4)).")
+    compare(
+        "the first update (after a gradient of norm 4e5)",
+        mine[0]["w"],
+        updates(optimiser())[0]["w"],
+        "the learning rate should be 1e-4: Adam's first "
+        "step moves every parameter by about that much.",
+    )
+    fail(
+        "after the huge gradient, the next update is not the book's.",
+        "clip the global norm to 10 first, then Adam at 1e-4: "
+        "optax.chain(optax.clip_by_global_norm(10.0), optax.adam(1e-4)).",
+    )
 
 
 # ---- book/pool.md, code cell 12 ----
@@ -211,31 +361,53 @@ from vnca.checking import fail, passed
 
 
 def check_damage(fn) -> bool:
-    """Exercise (pool): zero an h/2 x w/2 square at a uniformly random position, in every channel."""
+    """Exercise (pool): zero an h/2 x w/2 square at a uniformly random
+    position, in every channel."""
     state = jnp.ones((32, 32, 4))
     corners = set()
     for key in jax.random.split(jax.random.key(0), 300):
         out = np.asarray(fn(state, key))
         if out.shape != state.shape:
-            fail(f"the damaged state has shape {out.shape}; expected {state.shape}.", "damage in place: keep the shape.")
+            fail(
+                "the damaged state has shape "
+                f"{out.shape}; expected {state.shape}.",
+                "damage in place: keep the shape.",
+            )
         zero = out == 0
         if (zero.any(axis=-1) != zero.all(axis=-1)).any():
-            fail("some damaged cells kept some of their channels.",
-                 "zero every channel of the cells in the square, the hidden ones included.")
+            fail(
+                "some damaged cells kept some of their channels.",
+                "zero every channel of the cells in "
+                "the square, the hidden ones included.",
+            )
         rows, cols = np.nonzero(zero[..., 0])
         if len(rows) != 16 * 16 or np.ptp(rows) != 15 or np.ptp(cols) != 15:
-            fail(f"{len(rows)} cells were zeroed, spanning {np.ptp(rows) + 1 if len(rows) else 0} rows and "
-                 f"{np.ptp(cols) + 1 if len(cols) else 0} columns; expected one 16 x 16 square.",
-                 "the square is h // 2 by w // 2 cells.")
+            fail(
+                f"{len(rows)} cells were zeroed, spanning "
+                f"{np.ptp(rows) + 1 if len(rows) else 0} rows and "
+                f"{np.ptp(cols) + 1 if len(cols) else 0} "
+                "columns; expected one 16 x 16 square.",
+                "the square is h // 2 by w // 2 cells.",
+            )
         if not (out[~zero] == 1).all():
-            fail("cells outside the square changed.", "only the square is damaged.")
+            fail(
+                "cells outside the square changed.",
+                "only the square is damaged.",
+            )
         corners.add((int(rows.min()), int(cols.min())))
     tops, lefts = {t for t, _ in corners}, {c for _, c in corners}
     if max(tops) < 16 or max(lefts) < 16 or min(tops) > 0 or min(lefts) > 0:
-        fail(f"in 300 draws the square's corner ranged over rows {min(tops)}..{max(tops)} and columns "
-             f"{min(lefts)}..{max(lefts)}; every position 0..16 should be possible.",
-             "jax.random.randint's upper bound is exclusive: use h - h // 2 + 1.")
-    return passed("my_damage zeroes one random 16 x 16 square in every channel")
+        fail(
+            "in 300 draws the square's corner ranged over "
+            f"rows {min(tops)}..{max(tops)} and columns "
+            f"{min(lefts)}..{max(lefts)}; every "
+            "position 0..16 should be possible.",
+            "jax.random.randint's upper bound "
+            "is exclusive: use h - h // 2 + 1.",
+        )
+    return passed(
+        "my_damage zeroes one random 16 x 16 square in every channel"
+    )
 
 
 # ---- book/evaluate.md, code cell 8 ----
@@ -247,26 +419,53 @@ from vnca.checking import compare, fail, passed
 
 
 def check_bound(fn) -> bool:
-    """Exercise (evaluation): log(mean(exp(log_w))) of K log-weights, computed stably."""
+    """Exercise (evaluation): log(mean(exp(log_w))) of K log-weights,
+    computed stably."""
     log_w = jnp.array([-90.0, -85.0, -88.0, -100.0])
     expected = jax.scipy.special.logsumexp(log_w) - np.log(len(log_w))
     got = jnp.asarray(fn(log_w))
     if got.shape != ():
-        fail(f"the bound has shape {got.shape}; expected a single number.", "reduce over the K samples.")
+        fail(
+            f"the bound has shape {got.shape}; expected a single number.",
+            "reduce over the K samples.",
+        )
     if np.isclose(float(got), float(log_w.mean()), atol=1e-3):
-        fail(f"the result {float(got):.3f} is the mean of the log-weights: that is the ELBO, not the bound.",
-             "average the weights, not their logarithms: log-sum-exp, minus log K.")
+        fail(
+            f"the result {float(got):.3f} is the mean of the "
+            "log-weights: that is the ELBO, not the bound.",
+            "average the weights, not their "
+            "logarithms: log-sum-exp, minus log K.",
+        )
     if np.isclose(float(got), float(expected + np.log(len(log_w))), atol=1e-3):
-        fail("the result is log-sum-exp without dividing by K.", "subtract log K.")
-    compare("the bound", got, expected, "log(1/K sum exp(log_w)), computed stably: exp(-90) is barely a float32, "
-            "so subtract the largest log-weight before exponentiating (jax.scipy.special.logsumexp does).", rtol=1e-6)
+        fail(
+            "the result is log-sum-exp without dividing by K.",
+            "subtract log K.",
+        )
+    compare(
+        "the bound",
+        got,
+        expected,
+        "log(1/K sum exp(log_w)), computed "
+        "stably: exp(-90) is barely a float32, "
+        "so subtract the largest log-weight before "
+        "exponentiating (jax.scipy.special.logsumexp does).",
+        rtol=1e-6,
+    )
     far = jnp.array([-900.0, -905.0, -910.0])
     far_got = float(fn(far))
     if not np.isfinite(far_got):
-        fail(f"for log-weights near -900 nats the result is {far_got}.",
-             "exp(-900) is 0 in floating point: subtract the largest log-weight first (or use logsumexp).")
-    compare("the bound of log-weights near -900", far_got,
-            jax.scipy.special.logsumexp(far) - np.log(3), "compute it stably, as logsumexp does.", rtol=1e-6)
+        fail(
+            f"for log-weights near -900 nats the result is {far_got}.",
+            "exp(-900) is 0 in floating point: subtract the "
+            "largest log-weight first (or use logsumexp).",
+        )
+    compare(
+        "the bound of log-weights near -900",
+        far_got,
+        jax.scipy.special.logsumexp(far) - np.log(3),
+        "compute it stably, as logsumexp does.",
+        rtol=1e-6,
+    )
     return passed("my_bound is the importance-weighted bound, and stable")
 
 
@@ -279,15 +478,28 @@ from vnca.checking import compare, fail, passed
 
 
 def check_interpolation(fn) -> bool:
-    """Exercise (experiments): `steps` evenly spaced latents from a to b, both included."""
+    """Exercise (experiments): `steps` evenly spaced latents from a to b,
+    both included."""
     a, b = jax.random.normal(jax.random.key(0), (2, 6))
     got = np.asarray(fn(a, b, 8))
     if got.shape != (8, 6):
-        fail(f"the result has shape {got.shape}; expected (8, 6).", "one row per point, one column per latent dimension.")
+        fail(
+            f"the result has shape {got.shape}; expected (8, 6).",
+            "one row per point, one column per latent dimension.",
+        )
     if not np.allclose(got[0], a, atol=1e-6):
         fail("the first point is not a.", "start at a: weight 0 on b.")
     if not np.allclose(got[-1], b, atol=1e-6):
-        fail("the last point is not b.", "include the end point: jnp.linspace(0, 1, steps) includes 1.")
+        fail(
+            "the last point is not b.",
+            "include the end point: jnp.linspace(0, 1, steps) includes 1.",
+        )
     t = jnp.linspace(0, 1, 8)[:, None]
-    compare("the points", got, (1 - t) * a + t * b, "the points must be evenly spaced along the line.", rtol=1e-5)
+    compare(
+        "the points",
+        got,
+        (1 - t) * a + t * b,
+        "the points must be evenly spaced along the line.",
+        rtol=1e-5,
+    )
     return passed("my_interpolate gives evenly spaced latents from a to b")

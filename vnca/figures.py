@@ -3,7 +3,8 @@
 
 
 # ---- book/experiments.md, code cell 2 ----
-"""The paper's figures: each function takes a trained model and returns a matplotlib figure."""
+"""The paper's figures: each function takes a trained model and returns a
+matplotlib figure."""
 
 import equinox as eqx
 import jax
@@ -23,7 +24,9 @@ from vnca.vae import VAE, reparameterise
 @eqx.filter_jit
 def decode(model: VAE, z: jax.Array, key: jax.Array) -> jax.Array:
     """Logits for a batch of latents."""
-    return jax.vmap(lambda z, k: model.decoder(z, key=k))(z, jax.random.split(key, len(z)))
+    return jax.vmap(lambda z, k: model.decoder(z, key=k))(
+        z, jax.random.split(key, len(z))
+    )
 
 
 @eqx.filter_jit
@@ -40,91 +43,160 @@ def prior(model: VAE, key: jax.Array, n: int) -> jax.Array:
     return jax.random.normal(key, (n, latent_size(model)))
 
 
-def image_rows(rows: dict, title: str, note: str | None = None, cmap: str = "gray_r"):
+def image_rows(
+    rows: dict, title: str, note: str | None = None, cmap: str = "gray_r"
+):
     """A figure with one labelled row of images per entry of `rows`."""
     n = max(len(v) for v in rows.values())
-    fig, axes = plt.subplots(len(rows), n, figsize=(n * 0.85 + 1.2, len(rows) * 0.9 + 0.5), squeeze=False)
+    fig, axes = plt.subplots(
+        len(rows),
+        n,
+        figsize=(n * 0.85 + 1.2, len(rows) * 0.9 + 0.5),
+        squeeze=False,
+    )
     for (label, images), row in zip(rows.items(), axes):
         for i, ax in enumerate(row):
             ax.set_xticks([]), ax.set_yticks([])
             for spine in ax.spines.values():
                 spine.set_visible(False)
             if i < len(images):
-                ax.imshow(np.asarray(images[i]), cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
-        row[0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
+                ax.imshow(
+                    np.asarray(images[i]),
+                    cmap=cmap,
+                    vmin=0,
+                    vmax=1,
+                    interpolation="nearest",
+                )
+        row[0].set_ylabel(
+            label, rotation=0, ha="right", va="center", fontsize=9
+        )
     fig.suptitle(title if note is None else f"{title}\n({note})", fontsize=10)
     fig.tight_layout(pad=0.3)
     return fig
 
 
 # ---- book/experiments.md, code cell 3 ----
-def reconstructions(model: VAE, images, key: jax.Array, note: str | None = None):
+def reconstructions(
+    model: VAE, images, key: jax.Array, note: str | None = None
+):
     sample_key, decode_key, pixel_key = jax.random.split(key, 3)
     mean, log_scale = encode(model, images)
-    z = jax.vmap(reparameterise)(jax.random.split(sample_key, len(mean)), mean, log_scale)
+    z = jax.vmap(reparameterise)(
+        jax.random.split(sample_key, len(mean)), mean, log_scale
+    )
     probabilities = jax.nn.sigmoid(decode(model, z, decode_key))
-    return image_rows({"test images": images, "means": probabilities,
-                       "Bernoulli samples": jax.random.bernoulli(pixel_key, probabilities)},
-                      "reconstructions, z ~ q(z|x)", note)
+    return image_rows(
+        {
+            "test images": images,
+            "means": probabilities,
+            "Bernoulli samples": jax.random.bernoulli(
+                pixel_key, probabilities
+            ),
+        },
+        "reconstructions, z ~ q(z|x)",
+        note,
+    )
 
 
 def samples(model: VAE, key: jax.Array, n: int = 10, note: str | None = None):
     z_key, decode_key, pixel_key = jax.random.split(key, 3)
-    probabilities = jax.nn.sigmoid(decode(model, prior(model, z_key, 2 * n), decode_key))
+    probabilities = jax.nn.sigmoid(
+        decode(model, prior(model, z_key, 2 * n), decode_key)
+    )
     pixels = jax.random.bernoulli(pixel_key, probabilities)
-    return image_rows({"means": probabilities[:n], "Bernoulli samples": pixels[:n],
-                       "means ": probabilities[n:], "Bernoulli samples ": pixels[n:]},
-                      "samples, z ~ N(0, I)", note)
+    return image_rows(
+        {
+            "means": probabilities[:n],
+            "Bernoulli samples": pixels[:n],
+            "means ": probabilities[n:],
+            "Bernoulli samples ": pixels[n:],
+        },
+        "samples, z ~ N(0, I)",
+        note,
+    )
 
 
 # ---- book/experiments.md, code cell 5 ----
 def digit_classifier(grey_images, digits, seed: int = 0, images: int = 30_000):
-    """An MLP classifier of binarized, padded MNIST digits: the yardstick for generated samples."""
+    """An MLP classifier of binarized, padded MNIST digits: the yardstick
+    for generated samples."""
     from sklearn.neural_network import MLPClassifier
 
     from vnca.data import pad
 
     rng = np.random.default_rng(seed)
-    rows = rng.choice(len(grey_images), min(images, len(grey_images)), replace=False)
+    rows = rng.choice(
+        len(grey_images), min(images, len(grey_images)), replace=False
+    )
     binary = rng.random(grey_images[rows].shape) < grey_images[rows] / 255.0
     x = pad(binary.astype(np.uint8)).reshape(len(rows), -1).astype(np.float32)
-    return MLPClassifier(hidden_layer_sizes=(256,), early_stopping=True, max_iter=30,
-                         random_state=seed).fit(x, np.asarray(digits)[rows])
+    return MLPClassifier(
+        hidden_layer_sizes=(256,),
+        early_stopping=True,
+        max_iter=30,
+        random_state=seed,
+    ).fit(x, np.asarray(digits)[rows])
 
 
 def classified(classifier, images, threshold: float = 0.9) -> dict:
-    """The share of `images` classified with probability >= threshold, and the predicted digits' shares."""
-    p = classifier.predict_proba(np.asarray(images, np.float32).reshape(len(images), -1))
+    """The share of `images` classified with probability >= threshold, and
+    the predicted digits' shares."""
+    p = classifier.predict_proba(
+        np.asarray(images, np.float32).reshape(len(images), -1)
+    )
     digits = np.asarray(classifier.classes_)[p.argmax(-1)]
-    return {"confident": float((p.max(-1) >= threshold).mean()),
-            "digits": np.bincount(digits, minlength=10) / len(images)}
+    return {
+        "confident": float((p.max(-1) >= threshold).mean()),
+        "digits": np.bincount(digits, minlength=10) / len(images),
+    }
 
 
-def sample_quality(model: VAE, classifier, key: jax.Array, n: int = 1_000) -> dict:
+def sample_quality(
+    model: VAE, classifier, key: jax.Array, n: int = 1_000
+) -> dict:
     """`classified` for n Bernoulli samples of the model's prior samples."""
     z_key, decode_key, pixel_key = jax.random.split(key, 3)
     z = prior(model, z_key, n)
-    logits = jnp.concatenate([decode(model, z[i:i + 100], jax.random.fold_in(decode_key, i))
-                              for i in range(0, n, 100)])
-    return classified(classifier, jax.random.bernoulli(pixel_key, jax.nn.sigmoid(logits)))
+    logits = jnp.concatenate(
+        [
+            decode(model, z[i : i + 100], jax.random.fold_in(decode_key, i))
+            for i in range(0, n, 100)
+        ]
+    )
+    return classified(
+        classifier, jax.random.bernoulli(pixel_key, jax.nn.sigmoid(logits))
+    )
 
 
 def quality_plot(results: dict, note: str | None = None):
-    """Bars: the share of confident classifications per source, and the spread over digits."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.4), gridspec_kw={"width_ratios": [1, 2]})
+    """Bars: the share of confident classifications per source, and the
+    spread over digits."""
+    fig, (left, right) = plt.subplots(
+        1, 2, figsize=(11, 3.4), gridspec_kw={"width_ratios": [1, 2]}
+    )
     names = list(results)
-    left.barh(names, [results[k]["confident"] for k in names], color="tab:blue")
+    left.barh(
+        names, [results[k]["confident"] for k in names], color="tab:blue"
+    )
     left.set_xlim(0, 1)
     left.set_xlabel("share classified with p >= 0.9")
     left.invert_yaxis()
     width = 0.8 / len(names)
     for i, name in enumerate(names):
-        right.bar(np.arange(10) + (i - (len(names) - 1) / 2) * width, results[name]["digits"], width, label=name)
+        right.bar(
+            np.arange(10) + (i - (len(names) - 1) / 2) * width,
+            results[name]["digits"],
+            width,
+            label=name,
+        )
     right.set_xticks(range(10))
     right.set_xlabel("predicted digit")
     right.set_ylabel("share")
     right.legend(fontsize=8)
-    fig.suptitle("what a digit classifier sees" + (f"\n({note})" if note else ""), fontsize=10)
+    fig.suptitle(
+        "what a digit classifier sees" + (f"\n({note})" if note else ""),
+        fontsize=10,
+    )
     fig.tight_layout()
     return fig
 
@@ -132,21 +204,40 @@ def quality_plot(results: dict, note: str | None = None):
 # ---- book/experiments.md, code cell 7 ----
 def growth(model: VAE, key: jax.Array, note: str | None = None):
     if not isinstance(model.decoder, DoublingDecoder):
-        raise ValueError("growth shows the doubling decoder; this model has another")
+        raise ValueError(
+            "growth shows the doubling decoder; this model has another"
+        )
     z_key, grow_key = jax.random.split(key)
-    _, rounds = eqx.filter_jit(model.decoder.grow)(prior(model, z_key, 1)[0], grow_key)
-    rows = {f"{r.shape[1]}x{r.shape[1]}": jax.nn.sigmoid(r[..., 0]) for r in rounds}
-    fig = image_rows(rows, "growth: doubled, then 8 NCA steps, per round", note)
+    _, rounds = eqx.filter_jit(model.decoder.grow)(
+        prior(model, z_key, 1)[0], grow_key
+    )
+    rows = {
+        f"{r.shape[1]}x{r.shape[1]}": jax.nn.sigmoid(r[..., 0]) for r in rounds
+    }
+    fig = image_rows(
+        rows, "growth: doubled, then 8 NCA steps, per round", note
+    )
     fig.axes[0].set_title("doubled", fontsize=8)
     return fig
 
 
 # ---- book/experiments.md, code cell 9 ----
-def interpolations(model: VAE, pairs: dict, key: jax.Array, steps: int = 8, note: str | None = None):
-    """`pairs` maps a row label to two latents; each row decodes `steps` points between them."""
+def interpolations(
+    model: VAE,
+    pairs: dict,
+    key: jax.Array,
+    steps: int = 8,
+    note: str | None = None,
+):
+    """`pairs` maps a row label to two latents; each row decodes `steps`
+    points between them."""
     weights = jnp.linspace(0, 1, steps)[:, None]
-    rows = {label: jax.nn.sigmoid(decode(model, (1 - weights) * a + weights * b, key))
-            for label, (a, b) in pairs.items()}
+    rows = {
+        label: jax.nn.sigmoid(
+            decode(model, (1 - weights) * a + weights * b, key)
+        )
+        for label, (a, b) in pairs.items()
+    }
     return image_rows(rows, "latent interpolations", note)
 
 
@@ -160,22 +251,36 @@ def first_of_digits(labels, digits) -> list[int]:
 
 
 # ---- book/experiments.md, code cell 11 ----
-TSNE_MIN = 10  # images: fewer cannot make a neighbourhood of any useful perplexity
+# images: fewer cannot make a neighbourhood of any useful perplexity
+TSNE_MIN = 10
 
 
 def tsne(encodings: dict, labels, seed: int = 0, note: str | None = None):
-    """`encodings` maps a model's name to the encoder means of the same images; `labels` their digits."""
+    """`encodings` maps a model's name to the encoder means of the same
+    images; `labels` their digits."""
     from sklearn.manifold import TSNE
 
     if min(len(m) for m in encodings.values()) < TSNE_MIN:
         raise ValueError(f"t-SNE needs at least {TSNE_MIN} images")
-    fig, axes = plt.subplots(1, len(encodings), figsize=(5 * len(encodings), 4.6), squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(encodings), figsize=(5 * len(encodings), 4.6), squeeze=False
+    )
     for (name, means), ax in zip(encodings.items(), axes[0]):
         means = np.asarray(means, np.float64)
-        points = TSNE(perplexity=min(30.0, (len(means) - 1) / 3), random_state=seed,
-                      init="pca").fit_transform(means)
-        scatter = ax.scatter(points[:, 0], points[:, 1], c=np.asarray(labels), cmap="tab10", s=3,
-                             vmin=-0.5, vmax=9.5)
+        points = TSNE(
+            perplexity=min(30.0, (len(means) - 1) / 3),
+            random_state=seed,
+            init="pca",
+        ).fit_transform(means)
+        scatter = ax.scatter(
+            points[:, 0],
+            points[:, 1],
+            c=np.asarray(labels),
+            cmap="tab10",
+            s=3,
+            vmin=-0.5,
+            vmax=9.5,
+        )
         ax.set_title(f"{name}: {len(means):,} test images")
         ax.set_xticks([]), ax.set_yticks([])
     fig.colorbar(scatter, ax=axes[0].tolist(), ticks=range(10), label="digit")
@@ -187,98 +292,199 @@ def tsne(encodings: dict, labels, seed: int = 0, note: str | None = None):
 # ---- book/experiments.md, code cell 13 ----
 @eqx.filter_jit
 def damage_run(model: VAE, z: jax.Array, key: jax.Array, steps: int = 40):
-    """States of `steps` steps from the seed, then `steps` more after damage; shape (n, 2 * steps + 2, ...)."""
+    """States of `steps` steps from the seed, then `steps` more after
+    damage; shape (n, 2 * steps + 2, ...)."""
     decoder = model.decoder
     if not isinstance(decoder, NonDoublingDecoder):
-        raise ValueError("damage recovery is shown for the non-doubling decoder; this model has another")
+        raise ValueError(
+            "damage recovery is shown for the "
+            "non-doubling decoder; this model has another"
+        )
     c = decoder.config
 
     def one(z, key):
         grow_key, damage_key, regrow_key = jax.random.split(key, 3)
-        grown, before = run(decoder.rule, decoder.seed(z), steps, key=grow_key, update_probability=c.update_probability,
-                            trajectory=True, unroll=c.unroll)
+        grown, before = run(
+            decoder.rule,
+            decoder.seed(z),
+            steps,
+            key=grow_key,
+            update_probability=c.update_probability,
+            trajectory=True,
+            unroll=c.unroll,
+        )
         damaged = damage(grown, damage_key)
-        _, after = run(decoder.rule, damaged, steps, key=regrow_key, update_probability=c.update_probability,
-                       trajectory=True, unroll=c.unroll)
+        _, after = run(
+            decoder.rule,
+            damaged,
+            steps,
+            key=regrow_key,
+            update_probability=c.update_probability,
+            trajectory=True,
+            unroll=c.unroll,
+        )
         return jnp.concatenate([before, damaged[None], after])
 
     return jax.vmap(one)(z, jax.random.split(key, len(z)))
 
 
-def damage_frames(model: VAE, key: jax.Array, steps: int = 40, every: int = 4, note: str | None = None):
+def damage_frames(
+    model: VAE,
+    key: jax.Array,
+    steps: int = 40,
+    every: int = 4,
+    note: str | None = None,
+):
     z_key, run_key = jax.random.split(key)
-    states = jax.nn.sigmoid(damage_run(model, prior(model, z_key, 1), run_key, steps)[0, ..., 0])
-    before, damaged, after = states[:steps], states[steps], states[steps + 1:]
-    return image_rows({"growing": before[every - 1::every], "damaged": damaged[None],
-                       "recovering": after[every - 1::every]},
-                      f"damage recovery, every {every} steps", note)
+    states = jax.nn.sigmoid(
+        damage_run(model, prior(model, z_key, 1), run_key, steps)[0, ..., 0]
+    )
+    before, damaged, after = states[:steps], states[steps], states[steps + 1 :]
+    return image_rows(
+        {
+            "growing": before[every - 1 :: every],
+            "damaged": damaged[None],
+            "recovering": after[every - 1 :: every],
+        },
+        f"damage recovery, every {every} steps",
+        note,
+    )
 
 
-def damage_strip(model: VAE, key: jax.Array, n: int = 8, steps: int = 40, note: str | None = None):
+def damage_strip(
+    model: VAE,
+    key: jax.Array,
+    n: int = 8,
+    steps: int = 40,
+    note: str | None = None,
+):
     z_key, run_key = jax.random.split(key)
-    states = jax.nn.sigmoid(damage_run(model, prior(model, z_key, n), run_key, steps)[..., 0])
-    return image_rows({"grown": states[:, steps - 1], "damaged": states[:, steps], "recovered": states[:, -1]},
-                      f"{steps} steps, damage, {steps} more steps", note)
+    states = jax.nn.sigmoid(
+        damage_run(model, prior(model, z_key, n), run_key, steps)[..., 0]
+    )
+    return image_rows(
+        {
+            "grown": states[:, steps - 1],
+            "damaged": states[:, steps],
+            "recovered": states[:, -1],
+        },
+        f"{steps} steps, damage, {steps} more steps",
+        note,
+    )
 
 
 # ---- book/experiments.md, code cell 15 ----
-def damage_recovery(model: VAE, images, key: jax.Array, steps: int = 40) -> dict:
-    """log p(x | grid) of each image grown from its encoder mean for `steps` steps ("grown"), right
-    after damage ("damaged") and `steps` steps later ("recovered"), in nats."""
+def damage_recovery(
+    model: VAE, images, key: jax.Array, steps: int = 40
+) -> dict:
+    """log p(x | grid) of each image grown from its encoder mean for `steps`
+    steps ("grown"), right after damage ("damaged") and `steps` steps later
+    ("recovered"), in nats."""
     from vnca.vae import bernoulli_log_likelihood
 
     images = jnp.asarray(images, jnp.float32)
     means = encode(model, images)[0]
     out = {"grown": [], "damaged": [], "recovered": []}
     for i in range(0, len(images), 64):
-        states = damage_run(model, means[i:i + 64], jax.random.fold_in(key, i), steps)
-        for name, at in (("grown", steps - 1), ("damaged", steps), ("recovered", -1)):
-            out[name].append(jax.vmap(bernoulli_log_likelihood)(states[:, at, ..., 0], images[i:i + 64]))
+        states = damage_run(
+            model, means[i : i + 64], jax.random.fold_in(key, i), steps
+        )
+        for name, at in (
+            ("grown", steps - 1),
+            ("damaged", steps),
+            ("recovered", -1),
+        ):
+            out[name].append(
+                jax.vmap(bernoulli_log_likelihood)(
+                    states[:, at, ..., 0], images[i : i + 64]
+                )
+            )
     return {name: np.concatenate(values) for name, values in out.items()}
 
 
 # ---- book/experiments.md, code cell 17 ----
 @eqx.filter_jit
 def grown_states(model: VAE, z: jax.Array) -> jax.Array:
-    """The non-doubling decoder's final grids (test-time steps, every cell updating) for latents z."""
+    """The non-doubling decoder's final grids (test-time steps, every cell
+    updating) for latents z."""
     decoder = model.decoder
     if not isinstance(decoder, NonDoublingDecoder):
-        raise ValueError("the linear probe reads the non-doubling decoder's cells; this model has another")
-    return jax.vmap(lambda z: run(decoder.rule, decoder.seed(z), decoder.config.test_steps,
-                                  unroll=decoder.config.unroll))(z)
+        raise ValueError(
+            "the linear probe reads the non-doubling "
+            "decoder's cells; this model has another"
+        )
+    return jax.vmap(
+        lambda z: run(
+            decoder.rule,
+            decoder.seed(z),
+            decoder.config.test_steps,
+            unroll=decoder.config.unroll,
+        )
+    )(z)
 
 
-def linear_probe(model: VAE, images, labels, seed: int = 0, cells_per_image: int = 64):
-    """Train a linear softmax probe on cell vectors; return it and its accuracy on held-out images."""
+def linear_probe(
+    model: VAE, images, labels, seed: int = 0, cells_per_image: int = 64
+):
+    """Train a linear softmax probe on cell vectors; return it and its
+    accuracy on held-out images."""
     from sklearn.linear_model import LogisticRegression
 
     labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(images))
-    train, test = order[: int(0.8 * len(order))], order[int(0.8 * len(order)):]
+    train, test = (
+        order[: int(0.8 * len(order))],
+        order[int(0.8 * len(order)) :],
+    )
     means = encode(model, images)[0]
-    states = np.concatenate([np.asarray(grown_states(model, means[i:i + 100]))  # (n, side, side, channels)
-                             for i in range(0, len(means), 100)])
+    # (n, side, side, channels)
+    states = np.concatenate(
+        [
+            np.asarray(grown_states(model, means[i : i + 100]))
+            for i in range(0, len(means), 100)
+        ]
+    )
     vectors = states.reshape(len(states), -1, states.shape[-1])
     picked = rng.integers(0, vectors.shape[1], (len(train), cells_per_image))
     x = vectors[train[:, None], picked].reshape(-1, vectors.shape[-1])
     y = np.repeat(labels[train], cells_per_image)
     probe = LogisticRegression(max_iter=500).fit(x, y)
     test_x = vectors[test].reshape(-1, vectors.shape[-1])
-    accuracy = float((probe.predict(test_x) == np.repeat(labels[test], vectors.shape[1])).mean())
+    accuracy = float(
+        (
+            probe.predict(test_x) == np.repeat(labels[test], vectors.shape[1])
+        ).mean()
+    )
     return probe, accuracy
 
 
-def probe_maps(model: VAE, probe, key: jax.Array, n: int = 8, note: str | None = None):
-    """Prior samples, and the probe's predicted digit and confidence at every cell."""
+def probe_maps(
+    model: VAE, probe, key: jax.Array, n: int = 8, note: str | None = None
+):
+    """Prior samples, and the probe's predicted digit and confidence at
+    every cell."""
     states = np.asarray(grown_states(model, prior(model, key, n)))
-    p = probe.predict_proba(states.reshape(-1, states.shape[-1])).reshape(*states.shape[:-1], -1)
+    p = probe.predict_proba(states.reshape(-1, states.shape[-1])).reshape(
+        *states.shape[:-1], -1
+    )
     digit = np.asarray(probe.classes_)[p.argmax(-1)]
-    fig = image_rows({"means": jax.nn.sigmoid(states[..., 0]), "predicted digit": (digit + 0.5) / 10,
-                      "confidence": p.max(-1)}, "linear probe on cell vectors", note)
-    fig.subplots_adjust(right=0.88)  # room for one colour bar beside each of the two rows
-    for row, cmap, label in ((1, "tab10", "digit"), (2, "viridis", "probability")):
-        axes = fig.axes[row * n:(row + 1) * n]
+    fig = image_rows(
+        {
+            "means": jax.nn.sigmoid(states[..., 0]),
+            "predicted digit": (digit + 0.5) / 10,
+            "confidence": p.max(-1),
+        },
+        "linear probe on cell vectors",
+        note,
+    )
+    # room for one colour bar beside each of the two rows
+    fig.subplots_adjust(right=0.88)
+    for row, cmap, label in (
+        (1, "tab10", "digit"),
+        (2, "viridis", "probability"),
+    ):
+        axes = fig.axes[row * n : (row + 1) * n]
         for ax in axes:
             ax.get_images()[0].set_cmap(cmap)
         box = axes[-1].get_position()
@@ -287,56 +493,104 @@ def probe_maps(model: VAE, probe, key: jax.Array, n: int = 8, note: str | None =
         bar.set_label(label, fontsize=8)
         bar.ax.tick_params(labelsize=7 if row == 2 else 6, length=2)
         if row == 1:
-            bar.set_ticks([(d + 0.5) / 10 for d in range(10)], labels=[str(d) for d in range(10)])
+            bar.set_ticks(
+                [(d + 0.5) / 10 for d in range(10)],
+                labels=[str(d) for d in range(10)],
+            )
     return fig
 
 
 # ---- book/experiments.md, code cell 19 ----
-def latent_channels(model: VAE, key: jax.Array, channels: int = 16, note: str | None = None):
+def latent_channels(
+    model: VAE, key: jax.Array, channels: int = 16, note: str | None = None
+):
     state = np.asarray(grown_states(model, prior(model, key, 1)))[0]
     shown = state[..., :channels]
     low, high = shown.min(axis=(0, 1)), shown.max(axis=(0, 1))
     scaled = np.moveaxis((shown - low) / np.maximum(high - low, 1e-9), -1, 0)
     half = -(-len(scaled) // 2)
-    fig = image_rows({f"channels 0-{half - 1}": scaled[:half], f"{half}-{len(scaled) - 1}": scaled[half:]},
-                     "the channels of one grown grid (each scaled to its range)", note, cmap="RdBu_r")
+    fig = image_rows(
+        {
+            f"channels 0-{half - 1}": scaled[:half],
+            f"{half}-{len(scaled) - 1}": scaled[half:],
+        },
+        "the channels of one grown grid (each scaled to its range)",
+        note,
+        cmap="RdBu_r",
+    )
     return fig
 
 
 # ---- book/experiments.md, code cell 21 ----
-def make_figures(model: VAE, name: str, out, data, labels, key: jax.Array, note: str | None = None,
-                 compare: tuple[str, VAE] | None = None, tsne_images: int = 5_000) -> list:
-    """Write every figure that applies to `model` into the folder `out`; return the paths."""
+def make_figures(
+    model: VAE,
+    name: str,
+    out,
+    data,
+    labels,
+    key: jax.Array,
+    note: str | None = None,
+    compare: tuple[str, VAE] | None = None,
+    tsne_images: int = 5_000,
+) -> list:
+    """Write every figure that applies to `model` into the folder `out`;
+    return the paths."""
     from pathlib import Path
 
     out = Path(out)
-    check_writable(out / "samples.png")  # fail now, not after the figures are computed
+    # fail now, not after the figures are computed
+    check_writable(out / "samples.png")
     keys = iter(jax.random.split(key, 16))
     rng = np.random.default_rng(0)
     test = np.asarray(data.test)
-    made = {"reconstructions": lambda: reconstructions(model, test[rng.choice(len(test), 10, replace=False)],
-                                                       next(keys), note),
-            "samples": lambda: samples(model, next(keys), note=note)}
+    made = {
+        "reconstructions": lambda: reconstructions(
+            model,
+            test[rng.choice(len(test), 10, replace=False)],
+            next(keys),
+            note,
+        ),
+        "samples": lambda: samples(model, next(keys), note=note),
+    }
     if isinstance(model.decoder, DoublingDecoder):
         made["growth"] = lambda: growth(model, next(keys), note)
     z = prior(model, next(keys), 2)
     pick = first_of_digits(labels, [1, 7])
     means = encode(model, test[pick])[0]
     made["interpolations"] = lambda: interpolations(
-        model, {"prior": (z[0], z[1]), "test: 1 to 7": (means[0], means[1])}, next(keys), note=note)
+        model,
+        {"prior": (z[0], z[1]), "test: 1 to 7": (means[0], means[1])},
+        next(keys),
+        note=note,
+    )
     rows = rng.choice(len(test), min(tsne_images, len(test)), replace=False)
     encodings = {name: encode(model, test[rows])[0]}
     if compare is not None:
         encodings[compare[0]] = encode(compare[1], test[rows])[0]
     made["tsne"] = lambda: tsne(encodings, np.asarray(labels)[rows], note=note)
     if isinstance(model.decoder, NonDoublingDecoder):
-        made["damage_frames"] = lambda: damage_frames(model, next(keys), note=note)
-        made["damage_strip"] = lambda: damage_strip(model, next(keys), note=note)
-        made["latent_channels"] = lambda: latent_channels(model, next(keys), note=note)
-        probe_rows = rng.choice(len(test), min(1_000, len(test)), replace=False)
-        probe, accuracy = linear_probe(model, test[probe_rows], np.asarray(labels)[probe_rows])
-        made["linear_probe"] = lambda: probe_maps(model, probe, next(keys),
-                                                  note=f"held-out accuracy {accuracy:.1%}" + (f"; {note}" if note else ""))
+        made["damage_frames"] = lambda: damage_frames(
+            model, next(keys), note=note
+        )
+        made["damage_strip"] = lambda: damage_strip(
+            model, next(keys), note=note
+        )
+        made["latent_channels"] = lambda: latent_channels(
+            model, next(keys), note=note
+        )
+        probe_rows = rng.choice(
+            len(test), min(1_000, len(test)), replace=False
+        )
+        probe, accuracy = linear_probe(
+            model, test[probe_rows], np.asarray(labels)[probe_rows]
+        )
+        made["linear_probe"] = lambda: probe_maps(
+            model,
+            probe,
+            next(keys),
+            note=f"held-out accuracy {accuracy:.1%}"
+            + (f"; {note}" if note else ""),
+        )
     paths = []
     for figure_name, make in made.items():
         fig = make()
@@ -358,28 +612,51 @@ from vnca.data import DataError, explain
 
 def at_least(low: int):
     """An argparse type: a whole number of at least `low`."""
+
     def parse(text: str) -> int:
         if int(text) < low:
             raise argparse.ArgumentTypeError(
-                f"must be a whole number of at least {low}, got {text}")
+                f"must be a whole number of at least {low}, got {text}"
+            )
         return int(text)
+
     return parse
 
 
 def add_figures_command(commands) -> None:
     """Add `vnca figures` to the subcommands of an argparse parser."""
-    figures = commands.add_parser("figures", help="the paper's figures for a run",
-                                  description="Draw every figure that applies to a run's model, as PNG files.")
-    figures.add_argument("run", type=Path, metavar="RUN_CHECKPOINT_OR_NAME",
-                         help="a run folder, a checkpoint file, or a shipped model's name")
-    figures.add_argument("--out", type=Path, required=True, help="the folder for the PNG files")
-    figures.add_argument("--compare", type=Path, metavar="RUN_CHECKPOINT_OR_NAME",
-                         help="a second run to put beside this one in the t-SNE figure")
-    figures.add_argument("--tsne-images", type=at_least(TSNE_MIN), default=5_000,
-                         help="test images in the t-SNE figure "
-                         f"(default 5000, at least {TSNE_MIN})")
+    figures = commands.add_parser(
+        "figures",
+        help="the paper's figures for a run",
+        description="Draw every figure that applies "
+        "to a run's model, as PNG files.",
+    )
+    figures.add_argument(
+        "run",
+        type=Path,
+        metavar="RUN_CHECKPOINT_OR_NAME",
+        help="a run folder, a checkpoint file, or a shipped model's name",
+    )
+    figures.add_argument(
+        "--out", type=Path, required=True, help="the folder for the PNG files"
+    )
+    figures.add_argument(
+        "--compare",
+        type=Path,
+        metavar="RUN_CHECKPOINT_OR_NAME",
+        help="a second run to put beside this one in the t-SNE figure",
+    )
+    figures.add_argument(
+        "--tsne-images",
+        type=at_least(TSNE_MIN),
+        default=5_000,
+        help="test images in the t-SNE figure "
+        f"(default 5000, at least {TSNE_MIN})",
+    )
     figures.add_argument("--seed", type=int, default=0)
-    figures.add_argument("--data-dir", type=Path, help="a folder with the data files")
+    figures.add_argument(
+        "--data-dir", type=Path, help="a folder with the data files"
+    )
     figures.set_defaults(handler=figures_command)
 
 
@@ -396,11 +673,25 @@ def figures_command(args) -> int:
             other, other_config, _, _ = resolve(args.compare)
             compare = (other_config.model, other)
         data = load_binarized_mnist(args.data_dir)
-        labels = recover_labels("test", data_dir=args.data_dir, progress=False).digit
+        labels = recover_labels(
+            "test", data_dir=args.data_dir, progress=False
+        ).digit
         scale = run_scale(config, step)
-        note = None if scale == "full" else f"{scale} scale ({source}, step {step:,}): not the paper's model"
-        paths = make_figures(model, config.model, args.out, data, labels, jax.random.key(args.seed),
-                             note=note, compare=compare, tsne_images=args.tsne_images)
+        note = None
+        if scale != "full":
+            note = f"{scale} scale ({source}, step {step:,}): "
+            note += "not the paper's model"
+        paths = make_figures(
+            model,
+            config.model,
+            args.out,
+            data,
+            labels,
+            jax.random.key(args.seed),
+            note=note,
+            compare=compare,
+            tsne_images=args.tsne_images,
+        )
     except (ValueError, DataError, CheckpointError) as err:
         print(f"vnca figures: error: {err}", file=sys.stderr)
         return 2

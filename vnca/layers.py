@@ -15,18 +15,27 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
-PATCH_ROUTE_MAX_CELLS = 16  # outputs of at most 4x4 cells are computed as patches @ weights
+# outputs of at most 4x4 cells are computed as patches @ weights
+PATCH_ROUTE_MAX_CELLS = 16
 
 
-def uniform_init(key: PRNGKeyArray, shape: tuple[int, ...], fan_in: int) -> Array:
+def uniform_init(
+    key: PRNGKeyArray, shape: tuple[int, ...], fan_in: int
+) -> Array:
     """PyTorch's default initialisation of convolutions and linear layers."""
     bound = 1 / math.sqrt(fan_in)
     return jax.random.uniform(key, shape, minval=-bound, maxval=bound)
 
 
-def conv2d(x: Float[Array, "h w c_in"], weight: Float[Array, "k k c_in c_out"], stride: int = 1,
-           padding: tuple[int, int] = (0, 0), input_dilation: int = 1) -> Float[Array, "h2 w2 c_out"]:
-    """Cross-correlate one channels-last image with `weight` (padding: before, after)."""
+def conv2d(
+    x: Float[Array, "h w c_in"],
+    weight: Float[Array, "k k c_in c_out"],
+    stride: int = 1,
+    padding: tuple[int, int] = (0, 0),
+    input_dilation: int = 1,
+) -> Float[Array, "h2 w2 c_out"]:
+    """Cross-correlate one channels-last image with `weight` (padding:
+    before, after)."""
     k = weight.shape[0]
     pads = (padding, padding)
     dilated = (x.shape[0] - 1) * input_dilation + 1 + sum(padding)
@@ -34,45 +43,70 @@ def conv2d(x: Float[Array, "h w c_in"], weight: Float[Array, "k k c_in c_out"], 
     if out_side * out_side <= PATCH_ROUTE_MAX_CELLS:
         if input_dilation > 1:
             d, side = input_dilation, (x.shape[0] - 1) * input_dilation + 1
-            x = jnp.zeros((side, side, x.shape[2]), x.dtype).at[::d, ::d].set(x)
+            x = (
+                jnp.zeros((side, side, x.shape[2]), x.dtype)
+                .at[::d, ::d]
+                .set(x)
+            )
         x = jnp.pad(x, (padding, padding, (0, 0)))
         span = stride * (out_side - 1) + 1
-        patches = jnp.concatenate(  # features ordered (ky, kx, c_in), as the weight's
-            [x[i:i + span:stride, j:j + span:stride] for i in range(k) for j in range(k)],
-            axis=-1)
+        # features ordered (ky, kx, c_in), as the weight's
+        patches = jnp.concatenate(
+            [
+                x[i : i + span : stride, j : j + span : stride]
+                for i in range(k)
+                for j in range(k)
+            ],
+            axis=-1,
+        )
         flat = weight.reshape(-1, weight.shape[-1])
         return jnp.einsum("hwp,po->hwo", patches, flat)
-    return jax.lax.conv_general_dilated(x[None], weight, (stride, stride), pads,
-                                        lhs_dilation=(input_dilation,) * 2,
-                                        dimension_numbers=_DIMENSIONS)[0]
+    return jax.lax.conv_general_dilated(
+        x[None],
+        weight,
+        (stride, stride),
+        pads,
+        lhs_dilation=(input_dilation,) * 2,
+        dimension_numbers=_DIMENSIONS,
+    )[0]
 
 
-def transposed_conv2d(x: Float[Array, "h w c_in"], weight: Float[Array, "k k c_in c_out"],
-                     stride: int, padding: tuple[int, int]) -> Float[Array, "h2 w2 c_out"]:
-    """`conv2d` of x dilated by `stride`, computed without the dilation's zeros when the output is
-    exactly `stride` times the input: output row stride*i + a (its phase a) only meets the taps t
-    with (a + t - padding[0]) divisible by the stride, so each phase is an ordinary convolution of
-    x with those taps. All phases are one convolution to stride**2 * c_out channels, interleaved."""
+def transposed_conv2d(
+    x: Float[Array, "h w c_in"],
+    weight: Float[Array, "k k c_in c_out"],
+    stride: int,
+    padding: tuple[int, int],
+) -> Float[Array, "h2 w2 c_out"]:
+    """`conv2d` of x dilated by `stride`, computed without the dilation's
+    zeros when the output is exactly `stride` times the input: output row
+    stride*i + a (its phase a) only meets the taps t with (a + t -
+    padding[0]) divisible by the stride, so each phase is an ordinary
+    convolution of x with those taps. All phases are one convolution to
+    stride**2 * c_out channels, interleaved."""
     k, (before, after) = weight.shape[0], padding
     if stride == 1 or before + after != k - 2 + stride:
         return conv2d(x, weight, 1, padding, input_dilation=stride)
     low = -(before // stride)  # the smallest input offset any phase reads
     high = (stride - 1 + k - 1 - before) // stride  # the largest
     offsets = np.arange(low, high + 1)
-    # taps[a, j]: the tap phase a applies at input offset offsets[j]; k (a zero tap) if none
+    # taps[a, j]: the tap phase a applies at input offset offsets[j]; k (a zero
+    # tap) if none
     taps = stride * offsets[None, :] + before - np.arange(stride)[:, None]
     taps = np.where((taps >= 0) & (taps < k), taps, k)
     padded = jnp.pad(weight, ((0, 1), (0, 1), (0, 0), (0, 0)))
-    kernel = padded[taps[:, None, :, None], taps[None, :, None, :]]  # (ay, ax, jy, jx, i, o)
+    # (ay, ax, jy, jx, i, o)
+    kernel = padded[taps[:, None, :, None], taps[None, :, None, :]]
     kernel = einops.rearrange(kernel, "ay ax jy jx i o -> jy jx i (ay ax o)")
     phases = conv2d(x, kernel, 1, (-low, high))
-    return einops.rearrange(phases, "h w (ay ax o) -> (h ay) (w ax) o",
-                            ay=stride, ax=stride)
+    return einops.rearrange(
+        phases, "h w (ay ax o) -> (h ay) (w ax) o", ay=stride, ax=stride
+    )
 
 
 class Conv(eqx.Module):
-    """A k x k convolution with bias, or, with `transposed=True`, a transposed convolution with
-    the shapes of PyTorch's ConvTranspose2d(stride, padding, output_padding)."""
+    """A k x k convolution with bias, or, with `transposed=True`, a
+    transposed convolution with the shapes of PyTorch's
+    ConvTranspose2d(stride, padding, output_padding)."""
 
     weight: Float[Array, "k k c_in c_out"]
     bias: Float[Array, " c_out"]
@@ -80,19 +114,37 @@ class Conv(eqx.Module):
     padding: tuple[int, int] = eqx.field(static=True)
     transposed: bool = eqx.field(static=True)
 
-    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int = 1, padding: int = 0,
-                 output_padding: int = 0, transposed: bool = False, *, key: PRNGKeyArray):
+    def __init__(
+        self,
+        c_in: int,
+        c_out: int,
+        kernel: int,
+        stride: int = 1,
+        padding: int = 0,
+        output_padding: int = 0,
+        transposed: bool = False,
+        *,
+        key: PRNGKeyArray,
+    ):
         weight_key, bias_key = jax.random.split(key)
         fan_in = c_in * kernel * kernel
-        self.weight = uniform_init(weight_key, (kernel, kernel, c_in, c_out), fan_in)
+        self.weight = uniform_init(
+            weight_key, (kernel, kernel, c_in, c_out), fan_in
+        )
         self.bias = uniform_init(bias_key, (c_out,), fan_in)
         self.stride, self.transposed = stride, transposed
-        if transposed:  # the equivalent convolution of the stride-dilated input
-            self.padding = (kernel - 1 - padding, kernel - 1 - padding + output_padding)
+        # the equivalent convolution of the stride-dilated input
+        if transposed:
+            self.padding = (
+                kernel - 1 - padding,
+                kernel - 1 - padding + output_padding,
+            )
         else:
             self.padding = (padding, padding)
 
-    def __call__(self, x: Float[Array, "h w c_in"]) -> Float[Array, "h2 w2 c_out"]:
+    def __call__(
+        self, x: Float[Array, "h w c_in"]
+    ) -> Float[Array, "h2 w2 c_out"]:
         if self.transposed:
             out = transposed_conv2d(x, self.weight, self.stride, self.padding)
         else:

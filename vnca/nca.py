@@ -3,8 +3,9 @@
 
 
 # ---- book/nca.md, code cell 1 ----
-"""The NCA update rule of the VNCA: one 3x3 convolution to perceive, per-cell layers to update,
-and `run` to apply it for many steps. A state is channels-last: (height, width, channels)."""
+"""The NCA update rule of the VNCA: one 3x3 convolution to perceive,
+per-cell layers to update, and `run` to apply it for many steps. A state is
+channels-last: (height, width, channels)."""
 
 import equinox as eqx
 import jax
@@ -17,7 +18,8 @@ from vnca.layers import conv2d, uniform_init
 
 # ---- book/nca.md, code cell 2 ----
 class Perceive(eqx.Module):
-    """A learned 3x3 convolution of the state, zero beyond the edge of the grid."""
+    """A learned 3x3 convolution of the state, zero beyond the edge of the
+    grid."""
 
     weight: Float[Array, "3 3 c_in c_out"]
     bias: Float[Array, " c_out"]
@@ -27,26 +29,36 @@ class Perceive(eqx.Module):
         self.weight = uniform_init(weight_key, (3, 3, c_in, c_out), 9 * c_in)
         self.bias = uniform_init(bias_key, (c_out,), 9 * c_in)
 
-    def __call__(self, state: Float[Array, "h w c_in"]) -> Float[Array, "h w c_out"]:
+    def __call__(
+        self, state: Float[Array, "h w c_in"]
+    ) -> Float[Array, "h w c_out"]:
         return conv2d(state, self.weight, stride=1, padding=(1, 1)) + self.bias
 
 
 # ---- book/nca.md, code cell 3 ----
 class PerCell(eqx.Module):
-    """A linear layer applied to every cell (a 1x1 convolution), as an einsum over channels."""
+    """A linear layer applied to every cell (a 1x1 convolution), as an
+    einsum over channels."""
 
     weight: Float[Array, "c_in c_out"]
     bias: Float[Array, " c_out"]
 
-    def __init__(self, c_in: int, c_out: int, *, key: PRNGKeyArray, zero: bool = False):
+    def __init__(
+        self, c_in: int, c_out: int, *, key: PRNGKeyArray, zero: bool = False
+    ):
         weight_key, bias_key = jax.random.split(key)
         if zero:
-            self.weight, self.bias = jnp.zeros((c_in, c_out)), jnp.zeros((c_out,))
+            self.weight, self.bias = (
+                jnp.zeros((c_in, c_out)),
+                jnp.zeros((c_out,)),
+            )
         else:
             self.weight = uniform_init(weight_key, (c_in, c_out), c_in)
             self.bias = uniform_init(bias_key, (c_out,), c_in)
 
-    def __call__(self, h: Float[Array, "*cells c_in"]) -> Float[Array, "*cells c_out"]:
+    def __call__(
+        self, h: Float[Array, "*cells c_in"]
+    ) -> Float[Array, "*cells c_out"]:
         return jnp.einsum("...i,io->...o", h, self.weight) + self.bias
 
 
@@ -61,22 +73,31 @@ class ResidualBlock(eqx.Module):
         self.inner = PerCell(channels, channels, key=inner_key)
         self.outer = PerCell(channels, channels, key=outer_key)
 
-    def __call__(self, h: Float[Array, "*cells c"]) -> Float[Array, "*cells c"]:
+    def __call__(
+        self, h: Float[Array, "*cells c"]
+    ) -> Float[Array, "*cells c"]:
         return h + self.outer(jax.nn.elu(self.inner(h)))
 
 
 # ---- book/nca.md, code cell 4 ----
 class UpdateRule(eqx.Module):
-    """f in s <- s + f(s): perceive (3x3 conv), optionally ELU, residual per-cell blocks, and a
-    zero-initialised per-cell output layer."""
+    """f in s <- s + f(s): perceive (3x3 conv), optionally ELU, residual
+    per-cell blocks, and a zero-initialised per-cell output layer."""
 
     perceive: Perceive
     blocks: tuple[ResidualBlock, ...]
     output: PerCell
     elu_after_perception: bool = eqx.field(static=True)
 
-    def __init__(self, channels: int, hidden: int, residual_blocks: int, elu_after_perception: bool,
-                 *, key: PRNGKeyArray):
+    def __init__(
+        self,
+        channels: int,
+        hidden: int,
+        residual_blocks: int,
+        elu_after_perception: bool,
+        *,
+        key: PRNGKeyArray,
+    ):
         keys = jax.random.split(key, residual_blocks + 2)
         self.perceive = Perceive(channels, hidden, key=keys[0])
         self.blocks = tuple(ResidualBlock(hidden, key=k) for k in keys[1:-1])
@@ -93,15 +114,26 @@ class UpdateRule(eqx.Module):
 
 
 # ---- book/nca.md, code cell 6 ----
-def step(rule: UpdateRule, state: Float[Array, "h w c"], key: PRNGKeyArray | None = None,
-         update_probability: float = 1.0, active=None) -> Float[Array, "h w c"]:
-    """One NCA step: s + f(s), or s + m * f(s) with a random per-cell mask m if
-    update_probability < 1. A traced boolean `active` that is false makes the step add nothing."""
+def step(
+    rule: UpdateRule,
+    state: Float[Array, "h w c"],
+    key: PRNGKeyArray | None = None,
+    update_probability: float = 1.0,
+    active=None,
+) -> Float[Array, "h w c"]:
+    """One NCA step: s + f(s), or s + m * f(s) with a random per-cell mask m
+    if update_probability < 1. A traced boolean `active` that is false makes
+    the step add nothing."""
     update = rule(state)
     if update_probability < 1.0:
         if key is None:
-            raise ValueError("a random update mask (update_probability < 1) needs a PRNG key")
-        mask = jax.random.bernoulli(key, update_probability, state.shape[:-1] + (1,))
+            raise ValueError(
+                "a random update mask (update_probability "
+                "< 1) needs a PRNG key"
+            )
+        mask = jax.random.bernoulli(
+            key, update_probability, state.shape[:-1] + (1,)
+        )
         update = update * mask
     if active is not None:
         update = update * jnp.asarray(active, update.dtype)
@@ -109,29 +141,55 @@ def step(rule: UpdateRule, state: Float[Array, "h w c"], key: PRNGKeyArray | Non
 
 
 def scan(body, carry, xs, unroll: bool = False):
-    """`lax.scan`, with no loop left in the compiled code when `unroll` is true, one iteration included."""
+    """`lax.scan`, with no loop left in the compiled code when `unroll` is
+    true, one iteration included."""
     if unroll and jax.tree.leaves(xs)[0].shape[0] == 1:
         carry, y = body(carry, jax.tree.map(lambda a: a[0], xs))
         return carry, jax.tree.map(lambda a: a[None], y)
     return jax.lax.scan(body, carry, xs, unroll=unroll)
 
 
-def run(rule: UpdateRule, state: Float[Array, "h w c"], steps, *, key: PRNGKeyArray | None = None,
-        update_probability: float = 1.0, max_steps: int | None = None, remat: bool = False,
-        unroll: bool | None = None, trajectory: bool = False):
-    """Apply `steps` NCA steps in a `lax.scan`. `steps` is a Python int, or a traced integer with
-    `max_steps` as its upper bound. `unroll` (default: only on a CPU) unrolls the scan. With
-    `trajectory=True`, also return the state after every step."""
-    static = isinstance(steps, (int, np.integer))  # a Python int: scan exactly that many steps
+def run(
+    rule: UpdateRule,
+    state: Float[Array, "h w c"],
+    steps,
+    *,
+    key: PRNGKeyArray | None = None,
+    update_probability: float = 1.0,
+    max_steps: int | None = None,
+    remat: bool = False,
+    unroll: bool | None = None,
+    trajectory: bool = False,
+):
+    """Apply `steps` NCA steps in a `lax.scan`. `steps` is a Python int, or
+    a traced integer with `max_steps` as its upper bound. `unroll` (default:
+    only on a CPU) unrolls the scan. With `trajectory=True`, also return the
+    state after every step."""
+    # a Python int: scan exactly that many steps
+    static = isinstance(steps, (int, np.integer))
     if not static and max_steps is None:
-        raise ValueError("a traced number of steps needs max_steps, its largest value")
+        raise ValueError(
+            "a traced number of steps needs max_steps, its largest value"
+        )
     length = int(steps) if static else max_steps
     if length < 0:
-        raise ValueError(f"the number of steps must be at least 0, got {length}")
-    keys = jax.random.split(key, length) if key is not None else jnp.zeros((length,), jnp.uint32)
+        raise ValueError(
+            f"the number of steps must be at least 0, got {length}"
+        )
+    keys = (
+        jax.random.split(key, length)
+        if key is not None
+        else jnp.zeros((length,), jnp.uint32)
+    )
 
     def one_step(state, k, active=None):
-        return step(rule, state, k if key is not None else None, update_probability, active)
+        return step(
+            rule,
+            state,
+            k if key is not None else None,
+            update_probability,
+            active,
+        )
 
     if remat:
         one_step = jax.checkpoint(one_step)
@@ -143,11 +201,17 @@ def run(rule: UpdateRule, state: Float[Array, "h w c"], steps, *, key: PRNGKeyAr
         t, k = inputs
         if static:
             state = one_step(state, k)
-        elif unroll:  # no loop to skip iterations in: compute them, and add nothing past `steps`
+        # no loop to skip iterations in: compute them, and add nothing past
+        # `steps`
+        elif unroll:
             state = one_step(state, k, t < steps)
         else:  # skip the iterations past the traced count
-            state = jax.lax.cond(t < steps, lambda s: one_step(s, k), lambda s: s, state)
+            state = jax.lax.cond(
+                t < steps, lambda s: one_step(s, k), lambda s: s, state
+            )
         return state, (state if trajectory else None)
 
-    final, states = scan(body, state, (jnp.arange(length), keys), unroll=bool(unroll))
+    final, states = scan(
+        body, state, (jnp.arange(length), keys), unroll=bool(unroll)
+    )
     return (final, states) if trajectory else final

@@ -3,7 +3,8 @@
 
 
 # ---- book/doubling.md, code cell 7 ----
-"""The non-doubling VNCA: the latent in every cell of a 32x32 grid, then T NCA steps."""
+"""The non-doubling VNCA: the latent in every cell of a 32x32 grid, then T
+NCA steps."""
 
 from dataclasses import dataclass
 
@@ -23,50 +24,86 @@ class NonDoublingConfig:
     latent: int = 128
     hidden: int = 128
     side: int = 32
-    min_steps: int = 32  # training draws T uniformly from min_steps..max_steps, both included
+    # training draws T uniformly from min_steps..max_steps, both included
+    min_steps: int = 32
     max_steps: int = 64
     test_steps: int = 36
     update_probability: float = 1.0
-    encoder_width: int = 32  # the encoder's first channels (32: the paper's; see `Encoder`)
+    # the encoder's first channels (32: the paper's; see `Encoder`)
+    encoder_width: int = 32
     remat: bool = False
-    unroll: bool | None = None  # unroll the NCA scan (default: on a CPU only; see `run`)
+    # unroll the NCA scan (default: on a CPU only; see `run`)
+    unroll: bool | None = None
 
 
 class NonDoublingDecoder(eqx.Module):
-    """z copied into every cell of a side x side grid -> T NCA steps -> channel 0 as logits."""
+    """z copied into every cell of a side x side grid -> T NCA steps ->
+    channel 0 as logits."""
 
     rule: UpdateRule
     config: NonDoublingConfig = eqx.field(static=True)
 
     def __init__(self, config: NonDoublingConfig, *, key: PRNGKeyArray):
-        self.rule = UpdateRule(config.latent, config.hidden, residual_blocks=0,
-                               elu_after_perception=True, key=key)
+        self.rule = UpdateRule(
+            config.latent,
+            config.hidden,
+            residual_blocks=0,
+            elu_after_perception=True,
+            key=key,
+        )
         self.config = config
 
     def seed(self, z: Float[Array, " z"]) -> Float[Array, "side side z"]:
-        return jnp.broadcast_to(z, (self.config.side, self.config.side, z.shape[-1]))
+        return jnp.broadcast_to(
+            z, (self.config.side, self.config.side, z.shape[-1])
+        )
 
-    def __call__(self, z: Float[Array, " z"], *, key: PRNGKeyArray | None = None,
-                 steps=None) -> Float[Array, "side side"]:
-        """Decode with `steps` NCA steps (an int or a traced integer up to max_steps);
-        None means the test-time count."""
+    def __call__(
+        self,
+        z: Float[Array, " z"],
+        *,
+        key: PRNGKeyArray | None = None,
+        steps=None,
+    ) -> Float[Array, "side side"]:
+        """Decode with `steps` NCA steps (an int or a traced integer up to
+        max_steps); None means the test-time count."""
         return self.grow(self.seed(z), key=key, steps=steps)[..., 0]
 
-    def grow(self, state: Float[Array, "side side z"], *, key: PRNGKeyArray | None = None,
-             steps=None) -> Float[Array, "side side z"]:
-        """Run the NCA from any state: a seed, or (in pool training) a state grown before."""
+    def grow(
+        self,
+        state: Float[Array, "side side z"],
+        *,
+        key: PRNGKeyArray | None = None,
+        steps=None,
+    ) -> Float[Array, "side side z"]:
+        """Run the NCA from any state: a seed, or (in pool training) a state
+        grown before."""
         c = self.config
         steps = c.test_steps if steps is None else steps
-        return run(self.rule, state, steps, key=key, update_probability=c.update_probability,
-                   max_steps=c.max_steps, remat=c.remat, unroll=c.unroll)
+        return run(
+            self.rule,
+            state,
+            steps,
+            key=key,
+            update_probability=c.update_probability,
+            max_steps=c.max_steps,
+            remat=c.remat,
+            unroll=c.unroll,
+        )
 
 
 def sample_steps(key: PRNGKeyArray, config: NonDoublingConfig) -> Array:
-    """A training-time number of steps, uniform on min_steps..max_steps inclusive."""
+    """A training-time number of steps, uniform on min_steps..max_steps
+    inclusive."""
     return jax.random.randint(key, (), config.min_steps, config.max_steps + 1)
 
 
-def nondoubling_vnca(config: NonDoublingConfig = NonDoublingConfig(), *, key: PRNGKeyArray) -> VAE:
+def nondoubling_vnca(
+    config: NonDoublingConfig = NonDoublingConfig(), *, key: PRNGKeyArray
+) -> VAE:
     """A non-doubling VNCA with fresh parameters."""
     encoder_key, decoder_key = jax.random.split(key)
-    return VAE(Encoder(config.latent, width=config.encoder_width, key=encoder_key), NonDoublingDecoder(config, key=decoder_key))
+    return VAE(
+        Encoder(config.latent, width=config.encoder_width, key=encoder_key),
+        NonDoublingDecoder(config, key=decoder_key),
+    )

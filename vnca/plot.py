@@ -15,23 +15,36 @@ from vnca.data import atomic_write
 
 
 def save_figure(fig, path, **options) -> None:
-    """Save a figure atomically, in the format its suffix names (.png, .svg, .pdf)."""
+    """Save a figure atomically, in the format its suffix names (.png, .svg,
+    .pdf)."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format=Path(path).suffix[1:] or "png", **options)
     atomic_write(path, buffer.getvalue())
 
 
-def image_grid(images, columns: int = 10, size: float = 0.8, title: str | None = None,
-               cmap: str = "gray_r", labels=None):
+def image_grid(
+    images,
+    columns: int = 10,
+    size: float = 0.8,
+    title: str | None = None,
+    cmap: str = "gray_r",
+    labels=None,
+):
     """Show a batch of images (n, h, w) in a grid; return the figure."""
     images = np.asarray(images)
     rows = -(-len(images) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(columns * size, rows * size * 1.05),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        rows,
+        columns,
+        figsize=(columns * size, rows * size * 1.05),
+        squeeze=False,
+    )
     for i, ax in enumerate(axes.flat):
         ax.set_axis_off()
         if i < len(images):
-            ax.imshow(images[i], cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+            ax.imshow(
+                images[i], cmap=cmap, vmin=0, vmax=1, interpolation="nearest"
+            )
             if labels is not None:
                 ax.set_title(str(labels[i]), fontsize=8, pad=2)
     if title:

@@ -13,11 +13,18 @@ from jax.sharding import Sharding
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
 from vnca.nondoubling import NonDoublingConfig
-from vnca.vae import VAE, Terms, bernoulli_log_likelihood, kl_to_standard_normal, reparameterise
+from vnca.vae import (
+    VAE,
+    Terms,
+    bernoulli_log_likelihood,
+    kl_to_standard_normal,
+    reparameterise,
+)
 
 
 class Pool(eqx.Module):
-    """Targets and the states grown for them; `filled` marks the slots that hold an entry."""
+    """Targets and the states grown for them; `filled` marks the slots that
+    hold an entry."""
 
     targets: Float[Array, "pool side side"]
     states: Float[Array, "pool side side channels"]
@@ -26,30 +33,43 @@ class Pool(eqx.Module):
 
 def empty_pool(size: int, config: NonDoublingConfig) -> Pool:
     side = config.side
-    return Pool(jnp.zeros((size, side, side), jnp.float32),
-                jnp.zeros((size, side, side, config.latent), jnp.float32),
-                jnp.zeros((size,), bool))
+    return Pool(
+        jnp.zeros((size, side, side), jnp.float32),
+        jnp.zeros((size, side, side, config.latent), jnp.float32),
+        jnp.zeros((size,), bool),
+    )
 
 
-def damage(state: Float[Array, "h w c"], key: PRNGKeyArray) -> Float[Array, "h w c"]:
-    """Zero an h/2 x w/2 square, at a uniformly random position, in every channel."""
+def damage(
+    state: Float[Array, "h w c"], key: PRNGKeyArray
+) -> Float[Array, "h w c"]:
+    """Zero an h/2 x w/2 square, at a uniformly random position, in every
+    channel."""
     h, w = state.shape[:2]
     top_key, left_key = jax.random.split(key)
-    top = jax.random.randint(top_key, (), 0, h - h // 2 + 1)  # 0..16 on a 32x32 grid, both included
+    # 0..16 on a 32x32 grid, both included
+    top = jax.random.randint(top_key, (), 0, h - h // 2 + 1)
     left = jax.random.randint(left_key, (), 0, w - w // 2 + 1)
     rows, cols = jnp.arange(h)[:, None], jnp.arange(w)[None, :]
-    inside = (rows >= top) & (rows < top + h // 2) & (cols >= left) & (cols < left + w // 2)
+    inside = (
+        (rows >= top)
+        & (rows < top + h // 2)
+        & (cols >= left)
+        & (cols < left + w // 2)
+    )
     return jnp.where(inside[..., None], 0.0, state)
 
 
 def pool_rows(batch_size: int) -> tuple[Bool[Array, " b"], Bool[Array, " b"]]:
-    """Which rows of a batch come from the pool (every second) and are damaged (every fourth)."""
+    """Which rows of a batch come from the pool (every second) and are
+    damaged (every fourth)."""
     i = jnp.arange(batch_size)
     return i % 2 == 1, i % 4 == 3
 
 
 def _slots(array: Array, batch_size: int) -> Array:
-    """The pool slots paired with a batch's rows: every (pool / batch)-th slot."""
+    """The pool slots paired with a batch's rows: every (pool / batch)-th
+    slot."""
     return rearrange(array, "(b k) ... -> b k ...", b=batch_size)[:, 0]
 
 
@@ -59,51 +79,97 @@ def _put_slots(array: Array, values: Array) -> Array:
 
 
 # ---- book/pool.md, code cell 4 ----
-def pooled_elbo(model: VAE, x: Float[Array, "side side"], stored_target: Float[Array, "side side"],
-                stored_state: Float[Array, "side side c"], from_pool: Bool[Array, ""],
-                damaged: Bool[Array, ""], key: PRNGKeyArray, damage_key: PRNGKeyArray,
-                steps) -> tuple[Terms, Float[Array, "side side c"], Float[Array, "side side"]]:
-    """The ELBO of one row; a pool row is scored on its stored target and starts from its
-    stored state (damaged or not) instead of the seed. Also returns the final state and target."""
+def pooled_elbo(
+    model: VAE,
+    x: Float[Array, "side side"],
+    stored_target: Float[Array, "side side"],
+    stored_state: Float[Array, "side side c"],
+    from_pool: Bool[Array, ""],
+    damaged: Bool[Array, ""],
+    key: PRNGKeyArray,
+    damage_key: PRNGKeyArray,
+    steps,
+) -> tuple[Terms, Float[Array, "side side c"], Float[Array, "side side"]]:
+    """The ELBO of one row; a pool row is scored on its stored target and
+    starts from its stored state (damaged or not) instead of the seed. Also
+    returns the final state and target."""
     sample_key, decoder_key = jax.random.split(key)
     target = jnp.where(from_pool, stored_target, x)
     mean, log_scale = model.encoder(target)
     z = reparameterise(sample_key, mean, log_scale)
     stored = jnp.where(damaged, damage(stored_state, damage_key), stored_state)
-    start = jnp.where(from_pool, jax.lax.stop_gradient(stored), model.decoder.seed(z))
+    start = jnp.where(
+        from_pool, jax.lax.stop_gradient(stored), model.decoder.seed(z)
+    )
     final = model.decoder.grow(start, key=decoder_key, steps=steps)
     log_likelihood = bernoulli_log_likelihood(final[..., 0], target)
     kl = kl_to_standard_normal(mean, log_scale)
     return Terms(log_likelihood - kl, log_likelihood, kl), final, target
 
 
-def pooled_batch_elbo(model: VAE, pool: Pool, x: Float[Array, "b side side"], key: PRNGKeyArray,
-                      damage_key: PRNGKeyArray, steps):
-    """Batch-mean ELBO terms with every second row from the pool; also the final states and
-    targets of all rows, and the fraction of rows that came from the pool."""
+def pooled_batch_elbo(
+    model: VAE,
+    pool: Pool,
+    x: Float[Array, "b side side"],
+    key: PRNGKeyArray,
+    damage_key: PRNGKeyArray,
+    steps,
+):
+    """Batch-mean ELBO terms with every second row from the pool; also the
+    final states and targets of all rows, and the fraction of rows that came
+    from the pool."""
     b = x.shape[0]
     pool_row, damaged_row = pool_rows(b)
     filled = _slots(pool.filled, b)
     from_pool, damaged = pool_row & filled, damaged_row & filled
-    terms, finals, targets = jax.vmap(pooled_elbo, in_axes=(None, 0, 0, 0, 0, 0, 0, 0, None))(
-        model, x, _slots(pool.targets, b), _slots(pool.states, b), from_pool, damaged,
-        jax.random.split(key, b), jax.random.split(damage_key, b), steps)
+    terms, finals, targets = jax.vmap(
+        pooled_elbo, in_axes=(None, 0, 0, 0, 0, 0, 0, 0, None)
+    )(
+        model,
+        x,
+        _slots(pool.targets, b),
+        _slots(pool.states, b),
+        from_pool,
+        damaged,
+        jax.random.split(key, b),
+        jax.random.split(damage_key, b),
+        steps,
+    )
     return Terms(*(t.mean() for t in terms)), finals, targets, from_pool.mean()
 
 
-def return_to_pool(pool: Pool, targets: Float[Array, "b side side"], finals: Float[Array, "b side side c"],
-                   key: PRNGKeyArray, sharding: Sharding | None = None) -> Pool:
-    """Write a batch's final states over its slots, then shuffle the whole pool with one permutation.
-    With `sharding`, the shuffled pool is kept split over the devices the same way."""
-    pool = Pool(_put_slots(pool.targets, targets), _put_slots(pool.states, jax.lax.stop_gradient(finals)),
-                _put_slots(pool.filled, jnp.ones(targets.shape[0], bool)))
+def return_to_pool(
+    pool: Pool,
+    targets: Float[Array, "b side side"],
+    finals: Float[Array, "b side side c"],
+    key: PRNGKeyArray,
+    sharding: Sharding | None = None,
+) -> Pool:
+    """Write a batch's final states over its slots, then shuffle the whole
+    pool with one permutation. With `sharding`, the shuffled pool is kept
+    split over the devices the same way."""
+    pool = Pool(
+        _put_slots(pool.targets, targets),
+        _put_slots(pool.states, jax.lax.stop_gradient(finals)),
+        _put_slots(pool.filled, jnp.ones(targets.shape[0], bool)),
+    )
     order = jax.random.permutation(key, pool.filled.shape[0])
     pool = jax.tree.map(lambda a: a[order], pool)
-    return pool if sharding is None else jax.lax.with_sharding_constraint(pool, sharding)
+    return (
+        pool
+        if sharding is None
+        else jax.lax.with_sharding_constraint(pool, sharding)
+    )
 
 
 # ---- book/pool.md, code cell 5 ----
-def state_overflow(finals: Float[Array, "b side side c"], bound: float = 3.0) -> Float[Array, ""]:
-    """Sum over cells and hidden channels (all but channel 0, the logits) of how far the final
-    grids stray beyond +-bound, averaged over the batch."""
-    return jax.nn.relu(jnp.abs(finals[..., 1:]) - bound).sum(axis=(1, 2, 3)).mean()
+def state_overflow(
+    finals: Float[Array, "b side side c"], bound: float = 3.0
+) -> Float[Array, ""]:
+    """Sum over cells and hidden channels (all but channel 0, the logits) of
+    how far the final grids stray beyond +-bound, averaged over the batch."""
+    return (
+        jax.nn.relu(jnp.abs(finals[..., 1:]) - bound)
+        .sum(axis=(1, 2, 3))
+        .mean()
+    )

@@ -3,7 +3,8 @@
 
 
 # ---- book/laptop.md, code cell 7 ----
-"""Trained models shipped inside the package: a manifest, verified weight files, `load(name)`."""
+"""Trained models shipped inside the package: a manifest, verified weight
+files, `load(name)`."""
 
 import hashlib
 import json
@@ -22,19 +23,24 @@ from vnca.evaluate import write_record
 from vnca.train import MODELS, TrainConfig, load_run
 from vnca.vae import VAE
 
-WEIGHTS = Path(vnca.__file__).resolve().parent / "weights"  # inside the installed package
+# inside the installed package
+WEIGHTS = Path(vnca.__file__).resolve().parent / "weights"
 MANIFEST = "manifest.json"
 
 
 class PretrainedError(ValueError):
-    """A shipped model is unknown, or its file is missing, damaged or not the one the manifest names."""
+    """A shipped model is unknown, or its file is missing, damaged or not
+    the one the manifest names."""
 
 
 def manifest(folder: str | Path | None = None) -> dict[str, dict]:
     """The manifest's entries, by model name."""
     path = Path(folder or WEIGHTS) / MANIFEST
     if not path.is_file():
-        raise PretrainedError(f"{path}: no manifest of shipped models (is vnca installed completely?)")
+        raise PretrainedError(
+            f"{path}: no manifest of shipped models "
+            "(is vnca installed completely?)"
+        )
     return json.loads(path.read_text())["models"]
 
 
@@ -45,34 +51,56 @@ def names(folder: str | Path | None = None) -> list[str]:
 
 def _cast(model, dtype):
     """The model with every floating-point array in `dtype`."""
-    return jax.tree.map(lambda a: a.astype(dtype) if eqx.is_inexact_array(a) else a, model)
+    return jax.tree.map(
+        lambda a: a.astype(dtype) if eqx.is_inexact_array(a) else a, model
+    )
 
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def load_with_entry(name: str, folder: str | Path | None = None) -> tuple[VAE, dict]:
-    """The shipped model `name` in float32 and its manifest entry, after checking the file's size
-    and SHA-256 against the manifest, the file's own checksums, and its recipe."""
+def load_with_entry(
+    name: str, folder: str | Path | None = None
+) -> tuple[VAE, dict]:
+    """The shipped model `name` in float32 and its manifest entry, after
+    checking the file's size and SHA-256 against the manifest, the file's
+    own checksums, and its recipe."""
     models = manifest(folder)
     if name not in models:
-        raise PretrainedError(f"no shipped model named {name!r}; the shipped models are: {', '.join(sorted(models))}")
+        raise PretrainedError(
+            f"no shipped model named {name!r}; the shipped "
+            f"models are: {', '.join(sorted(models))}"
+        )
     entry = models[name]
     path = Path(folder or WEIGHTS) / entry["file"]
     if not path.is_file():
-        raise PretrainedError(f"{path}: the weight file of {name!r} is missing; reinstall vnca")
+        raise PretrainedError(
+            f"{path}: the weight file of {name!r} is missing; reinstall vnca"
+        )
     raw = path.read_bytes()
     if len(raw) != entry["bytes"] or _sha256(raw) != entry["sha256"]:
-        raise PretrainedError(f"{path}: {len(raw):,} bytes whose SHA-256 does not match the manifest's "
-                              f"({entry['bytes']:,} bytes, {entry['sha256'][:16]}...): the file is truncated, "
-                              "damaged or was replaced; reinstall vnca")
+        raise PretrainedError(
+            f"{path}: {len(raw):,} bytes whose "
+            "SHA-256 does not match the manifest's "
+            f"({entry['bytes']:,} bytes, "
+            f"{entry['sha256'][:16]}...): the file is truncated, "
+            "damaged or was replaced; reinstall vnca"
+        )
     try:
         header = checkpoint.read_metadata(path)
         if header.get("recipe") != entry["recipe"]:
-            raise PretrainedError(f"{path}: the recipe in the file is not the manifest's for {name!r}")
+            raise PretrainedError(
+                f"{path}: the recipe in the file is "
+                f"not the manifest's for {name!r}"
+            )
         config = TrainConfig.from_json(entry["recipe"])
-        like = _cast(MODELS[config.model][1](config.model_config, key=jax.random.key(0)), entry["dtype"])
+        like = _cast(
+            MODELS[config.model][1](
+                config.model_config, key=jax.random.key(0)
+            ),
+            entry["dtype"],
+        )
         model, _ = checkpoint.load(path, like)
     except (CheckpointError, KeyError, TypeError) as err:
         raise PretrainedError(f"{path}: cannot load {name!r}: {err}") from None
@@ -85,26 +113,60 @@ def load(name: str, folder: str | Path | None = None) -> VAE:
 
 
 # ---- book/laptop.md, code cell 8 ----
-def ship(name: str, run: str | Path, record: dict, *, dtype: str = "float32", training: dict | None = None,
-         folder: str | Path | None = None) -> dict:
-    """Write a run's trained model into the package as `name`, with its evaluation `record` and
-    `training` facts (wall time, machine), and add it to the manifest. Returns the entry."""
+def ship(
+    name: str,
+    run: str | Path,
+    record: dict,
+    *,
+    dtype: str = "float32",
+    training: dict | None = None,
+    folder: str | Path | None = None,
+) -> dict:
+    """Write a run's trained model into the package as `name`, with its
+    evaluation `record` and `training` facts (wall time, machine), and add
+    it to the manifest. Returns the entry."""
     folder = Path(folder or WEIGHTS)
-    state, config = load_run(Path(run) / "checkpoint.vnca" if Path(run).is_dir() else run)
-    if record.get("model") != config.model or record.get("step") != int(state.step):
-        raise PretrainedError(f"the evaluation record is of {record.get('model')} at step {record.get('step')}, "
-                              f"the run is {config.model} at step {int(state.step)}")
+    state, config = load_run(
+        Path(run) / "checkpoint.vnca" if Path(run).is_dir() else run
+    )
+    if record.get("model") != config.model or record.get("step") != int(
+        state.step
+    ):
+        raise PretrainedError(
+            f"the evaluation record is of {record.get('model')} "
+            f"at step {record.get('step')}, "
+            f"the run is {config.model} at step {int(state.step)}"
+        )
     path = folder / f"{name}.vnca"
-    checkpoint.save(path, _cast(state.model, dtype), {"name": name, "recipe": config.to_json(),
-                                                       "step": int(state.step), "dtype": dtype})
+    checkpoint.save(
+        path,
+        _cast(state.model, dtype),
+        {
+            "name": name,
+            "recipe": config.to_json(),
+            "step": int(state.step),
+            "dtype": dtype,
+        },
+    )
     raw = path.read_bytes()
-    entry = {"name": name, "file": path.name, "bytes": len(raw), "sha256": _sha256(raw), "dtype": dtype,
-             "model": config.model, "recipe": config.to_json(), "step": int(state.step),
-             "evaluation": {k: record[k] for k in ("log_likelihood", "standard_error", "images", "samples",
-                                                   "seed", "test_images")},
-             "training": {"machine": platform.machine(), "processor": platform.processor(),
-                          "jax": jax.__version__, **(training or {})},
-             "commit": git_commit(folder)}
+    entry = {
+        "name": name,
+        "file": path.name,
+        "bytes": len(raw),
+        "sha256": _sha256(raw),
+        "dtype": dtype,
+        "model": config.model,
+        "recipe": config.to_json(),
+        "step": int(state.step),
+        "evaluation": {k: record[k] for k in EVALUATION_KEYS},
+        "training": {
+            "machine": platform.machine(),
+            "processor": platform.processor(),
+            "jax": jax.__version__,
+            **(training or {}),
+        },
+        "commit": git_commit(folder),
+    }
     try:
         models = manifest(folder)
     except PretrainedError:
@@ -113,27 +175,83 @@ def ship(name: str, run: str | Path, record: dict, *, dtype: str = "float32", tr
     return entry
 
 
+EVALUATION_KEYS = (
+    "log_likelihood",
+    "standard_error",
+    "images",
+    "samples",
+    "seed",
+    "test_images",
+)
+
+
+def record_evaluation(
+    name: str, record: dict, folder: str | Path | None = None
+) -> dict:
+    """Replace the evaluation that shipped model `name` carries by `record`
+    (a later, larger one, say), after checking that it is of that model at
+    its step; the weights stay as they are. Returns the entry."""
+    folder = Path(folder or WEIGHTS)
+    models = manifest(folder)
+    if name not in models:
+        raise PretrainedError(f"no shipped model {name!r} in {folder}")
+    entry = models[name]
+    if (record.get("model"), record.get("step")) != (
+        entry["model"],
+        entry["step"],
+    ):
+        raise PretrainedError(
+            f"the evaluation record is of {record.get('model')} at step "
+            f"{record.get('step')}, {name} is {entry['model']} at step "
+            f"{entry['step']}"
+        )
+    entry = {**entry, "evaluation": {k: record[k] for k in EVALUATION_KEYS}}
+    write_record({"models": {**models, name: entry}}, folder / MANIFEST)
+    return entry
+
+
 def git_commit(where: str | Path = ".") -> str:
-    """The commit checked out at `where`, marked when tracked files differ from it ("" outside git)."""
+    """The commit checked out at `where`, marked when tracked files differ
+    from it ("" outside git)."""
+
     def git(*args):
-        return subprocess.run(["git", *args], cwd=where, capture_output=True, text=True).stdout.strip()
+        return subprocess.run(
+            ["git", *args], cwd=where, capture_output=True, text=True
+        ).stdout.strip()
+
     commit = git("rev-parse", "HEAD")
-    return f"{commit} with uncommitted changes" if commit and git("status", "--porcelain", "--untracked-files=no") else commit
+    return (
+        f"{commit} with uncommitted changes"
+        if commit and git("status", "--porcelain", "--untracked-files=no")
+        else commit
+    )
 
 
 def resolve(run_or_name: str | Path) -> tuple[VAE, TrainConfig, int, str]:
-    """A run folder, a checkpoint file or a shipped model's name -> (model, its training
-    configuration, its step, a description). The commands take either."""
+    """A run folder, a checkpoint file or a shipped model's name -> (model,
+    its training configuration, its step, a description). The commands take
+    either."""
     path = Path(run_or_name)
     if not path.exists():
         try:
             shipped = names()
-        except PretrainedError:  # an incomplete installation: say so only if a name was meant
+        # an incomplete installation: say so only if a name was meant
+        except PretrainedError:
             shipped = []
         if str(run_or_name) not in shipped:
-            raise PretrainedError(f"{path}: no such run or checkpoint, and no shipped model of that name "
-                                  f"(shipped: {', '.join(shipped) or 'none found'})")
+            raise PretrainedError(
+                f"{path}: no such run or checkpoint, "
+                "and no shipped model of that name "
+                f"(shipped: {', '.join(shipped) or 'none found'})"
+            )
         model, entry = load_with_entry(str(run_or_name))
-        return model, TrainConfig.from_json(entry["recipe"]), entry["step"], f"shipped model {run_or_name}"
-    state, config = load_run(path / "checkpoint.vnca" if path.is_dir() else path)
+        return (
+            model,
+            TrainConfig.from_json(entry["recipe"]),
+            entry["step"],
+            f"shipped model {run_or_name}",
+        )
+    state, config = load_run(
+        path / "checkpoint.vnca" if path.is_dir() else path
+    )
     return state.model, config, int(state.step), str(path)

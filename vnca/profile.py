@@ -17,7 +17,10 @@ def current_profile() -> str:
     scale is a choice."""
     value = os.environ.get("VNCA_PROFILE", "").strip().lower() or "smoke"
     if value not in PROFILES:
-        raise ValueError(f"VNCA_PROFILE is {value!r}; expected one of: {', '.join(PROFILES)}")
+        raise ValueError(
+            f"VNCA_PROFILE is {value!r}; expected "
+            f"one of: {', '.join(PROFILES)}"
+        )
     return value
 
 
@@ -25,7 +28,10 @@ def by_profile(*, smoke, full, profile: str | None = None):
     """The value for the current profile (or for `profile`, if given)."""
     profile = profile or current_profile()
     if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; expected one of: {', '.join(PROFILES)}")
+        raise ValueError(
+            f"unknown profile {profile!r}; expected "
+            f"one of: {', '.join(PROFILES)}"
+        )
     return smoke if profile == "smoke" else full
 
 

@@ -3,7 +3,8 @@
 
 
 # ---- book/train.md, code cell 1 ----
-"""Training: the optimiser, the compiled multi-step update, and the loop with checkpoints."""
+"""Training: the optimiser, the compiled multi-step update, and the loop
+with checkpoints."""
 
 import contextlib
 import dataclasses
@@ -25,17 +26,32 @@ from tqdm import tqdm
 
 from vnca import checkpoint
 from vnca.baseline import BaselineConfig, baseline
-from vnca.data import atomic_write, batches, load_binarized_mnist, remove_stale_parts
+from vnca.data import (
+    atomic_write,
+    batches,
+    load_binarized_mnist,
+    remove_stale_parts,
+)
 from vnca.doubling import DoublingConfig, doubling_vnca
 from vnca.nca import scan
 from vnca.nondoubling import NonDoublingConfig, nondoubling_vnca, sample_steps
-from vnca.pool import Pool, empty_pool, pooled_batch_elbo, return_to_pool, state_overflow
+from vnca.pool import (
+    Pool,
+    empty_pool,
+    pooled_batch_elbo,
+    return_to_pool,
+    state_overflow,
+)
 from vnca.vae import VAE, batch_elbo
 
 
-def optimiser(learning_rate: float = 1e-4, clip_norm: float = 10.0) -> optax.GradientTransformation:
+def optimiser(
+    learning_rate: float = 1e-4, clip_norm: float = 10.0
+) -> optax.GradientTransformation:
     """Clip the gradient's global norm, then Adam."""
-    return optax.chain(optax.clip_by_global_norm(clip_norm), optax.adam(learning_rate))
+    return optax.chain(
+        optax.clip_by_global_norm(clip_norm), optax.adam(learning_rate)
+    )
 
 
 # ---- book/train.md, code cell 3 ----
@@ -48,19 +64,48 @@ PAPER_BATCH = {"baseline": 32, "doubling": 32, "nondoubling": 128}
 SMOKE_MODELS = {
     "baseline": BaselineConfig(latent=16),
     "doubling": DoublingConfig(latent=16, hidden=16, residual_blocks=1),
-    "nondoubling": NonDoublingConfig(latent=16, hidden=16, min_steps=8, max_steps=16, test_steps=12),
+    "nondoubling": NonDoublingConfig(
+        latent=16, hidden=16, min_steps=8, max_steps=16, test_steps=12
+    ),
 }
-# The laptop recipes: the paper's structure at a width that trains on a 2-core CPU in under an
-# hour (chosen by measurement in the chapter "A VNCA on a laptop").
+# The laptop recipes: the paper's structure at a width that trains on a 2-core
+# CPU in under an hour (chosen by measurement in the chapter "A VNCA on a
+# laptop").
 LAPTOP_RUNS = {
-    "baseline": dict(model_config=BaselineConfig(latent=32, encoder_width=16, decoder_width=16),
-                     batch_size=32, learning_rate=1e-3, steps=3_000),
-    "doubling": dict(model_config=DoublingConfig(latent=32, hidden=32, residual_blocks=1, encoder_width=16),
-                     batch_size=16, learning_rate=1e-3, steps=7_000),
-    "nondoubling": dict(model_config=NonDoublingConfig(latent=32, hidden=32, min_steps=28, max_steps=40,
-                                                       test_steps=32, encoder_width=16),
-                        batch_size=8, learning_rate=1e-3, steps=10_000, pool_size=128, state_penalty=1.0,
-                        encoder_from="doubling-laptop", decoder_first=2_000, kl_warmup=5_000),
+    "baseline": dict(
+        model_config=BaselineConfig(
+            latent=32, encoder_width=16, decoder_width=16
+        ),
+        batch_size=32,
+        learning_rate=1e-3,
+        steps=3_000,
+    ),
+    "doubling": dict(
+        model_config=DoublingConfig(
+            latent=32, hidden=32, residual_blocks=1, encoder_width=16
+        ),
+        batch_size=16,
+        learning_rate=1e-3,
+        steps=7_000,
+    ),
+    "nondoubling": dict(
+        model_config=NonDoublingConfig(
+            latent=32,
+            hidden=32,
+            min_steps=28,
+            max_steps=40,
+            test_steps=32,
+            encoder_width=16,
+        ),
+        batch_size=8,
+        learning_rate=1e-3,
+        steps=10_000,
+        pool_size=128,
+        state_penalty=1.0,
+        encoder_from="doubling-laptop",
+        decoder_first=2_000,
+        kl_warmup=5_000,
+    ),
 }
 PROFILES = ("smoke", "laptop", "full")
 
@@ -79,46 +124,89 @@ class TrainConfig:
     log_every: int = 100
     checkpoint_every: int = 2_000
     seed: int = 0
-    pool_size: int = 0  # the non-doubling model's pool of grown states; 0: no pool
-    state_penalty: float = 0.0  # not the paper's (see the pool chapter); 0: none
-    # Not the paper's; for the laptop non-doubling recipe (see the laptop chapter):
-    encoder_from: str = ""  # a shipped model whose encoder starts this one; "": random
-    decoder_first: int = 0  # first steps that train the decoder alone, on -log p(x|z)
-    kl_warmup: int = 0  # then steps over which the KL term's weight rises from 0 to 1
+    # the non-doubling model's pool of grown states; 0: no pool
+    pool_size: int = 0
+    # not the paper's (see the pool chapter); 0: none
+    state_penalty: float = 0.0
+    # Not the paper's; for the laptop non-doubling recipe (see the laptop
+    # chapter): a shipped model whose encoder starts this one; "": random
+    encoder_from: str = ""
+    # first steps that train the decoder alone, on -log p(x|z)
+    decoder_first: int = 0
+    # then steps over which the KL term's weight rises from 0 to 1
+    kl_warmup: int = 0
 
     def __post_init__(self):
         if self.model not in MODELS:
-            raise ValueError(f"unknown model {self.model!r}; expected one of {', '.join(MODELS)}")
+            raise ValueError(
+                f"unknown model {self.model!r}; "
+                f"expected one of {', '.join(MODELS)}"
+            )
         if not isinstance(self.model_config, MODELS[self.model][0]):
-            raise ValueError(f"model_config must be a {MODELS[self.model][0].__name__} for {self.model!r}")
-        for name in ("batch_size", "steps", "steps_per_call", "log_every", "checkpoint_every"):
+            raise ValueError(
+                "model_config must be a "
+                f"{MODELS[self.model][0].__name__} for {self.model!r}"
+            )
+        for name in (
+            "batch_size",
+            "steps",
+            "steps_per_call",
+            "log_every",
+            "checkpoint_every",
+        ):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+                raise ValueError(
+                    f"{name} must be at least 1, got {getattr(self, name)}"
+                )
         for name in ("log_every", "checkpoint_every"):
             if getattr(self, name) % self.steps_per_call:
-                raise ValueError(f"{name} ({getattr(self, name)}) must be a multiple of "
-                                 f"steps_per_call ({self.steps_per_call})")
+                raise ValueError(
+                    f"{name} ({getattr(self, name)}) must be a multiple of "
+                    f"steps_per_call ({self.steps_per_call})"
+                )
         if not (self.learning_rate > 0 and self.clip_norm > 0):
             raise ValueError("learning_rate and clip_norm must be positive")
         if self.pool_size < 0:
-            raise ValueError(f"pool_size must be 0 (no pool) or positive, got {self.pool_size}")
+            raise ValueError(
+                "pool_size must be 0 (no pool) or "
+                f"positive, got {self.pool_size}"
+            )
         if self.pool_size:
             if self.model != "nondoubling":
-                raise ValueError(f"only the non-doubling model trains with a pool; set pool_size=0 for {self.model!r}")
+                raise ValueError(
+                    "only the non-doubling model trains with a "
+                    f"pool; set pool_size=0 for {self.model!r}"
+                )
             if self.batch_size % 4:
-                raise ValueError(f"with a pool, batch_size must be a multiple of 4 (half the rows from the "
-                                 f"pool, half of those damaged); got {self.batch_size}")
+                raise ValueError(
+                    "with a pool, batch_size must be a "
+                    "multiple of 4 (half the rows from the "
+                    f"pool, half of those damaged); got {self.batch_size}"
+                )
             if self.pool_size % self.batch_size:
-                raise ValueError(f"pool_size ({self.pool_size}) must be a multiple of batch_size "
-                                 f"({self.batch_size}), or 0 for no pool")
+                raise ValueError(
+                    f"pool_size ({self.pool_size}) "
+                    "must be a multiple of batch_size "
+                    f"({self.batch_size}), or 0 for no pool"
+                )
         for name in ("decoder_first", "kl_warmup"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be 0 or more, got {getattr(self, name)}")
-        if self.state_penalty < 0 or (self.state_penalty and not self.pool_size):
-            raise ValueError(f"state_penalty must be 0, or positive with a pool; got {self.state_penalty}")
+                raise ValueError(
+                    f"{name} must be 0 or more, got {getattr(self, name)}"
+                )
+        if self.state_penalty < 0 or (
+            self.state_penalty and not self.pool_size
+        ):
+            raise ValueError(
+                "state_penalty must be 0, or positive "
+                f"with a pool; got {self.state_penalty}"
+            )
 
     def to_json(self) -> dict:
-        return {**dataclasses.asdict(self), "model_config": dataclasses.asdict(self.model_config)}
+        return {
+            **dataclasses.asdict(self),
+            "model_config": dataclasses.asdict(self.model_config),
+        }
 
     @classmethod
     def from_json(cls, record: dict) -> "TrainConfig":
@@ -127,20 +215,41 @@ class TrainConfig:
 
 
 def train_config(model: str, profile: str, **overrides) -> TrainConfig:
-    """The paper's run (`full`), a laptop-scale one (`laptop`: under an hour on a 2-core CPU) or a
-    small one that trains on a CPU in seconds (`smoke`)."""
+    """The paper's run (`full`), a laptop-scale one (`laptop`: under an hour
+    on a 2-core CPU) or a small one that trains on a CPU in seconds
+    (`smoke`)."""
     if model not in MODELS:
-        raise ValueError(f"unknown model {model!r}; expected one of {', '.join(MODELS)}")
+        raise ValueError(
+            f"unknown model {model!r}; expected one of {', '.join(MODELS)}"
+        )
     if profile == "full":
-        base = dict(model_config=MODELS[model][0](), batch_size=PAPER_BATCH[model],
-                    pool_size=1024 if model == "nondoubling" else 0)
+        base = dict(
+            model_config=MODELS[model][0](),
+            batch_size=PAPER_BATCH[model],
+            pool_size=1024 if model == "nondoubling" else 0,
+        )
     elif profile == "laptop":
-        base = dict(steps_per_call=10, log_every=50, checkpoint_every=500, **LAPTOP_RUNS[model])
+        base = dict(
+            steps_per_call=10,
+            log_every=50,
+            checkpoint_every=500,
+            **LAPTOP_RUNS[model],
+        )
     elif profile == "smoke":
-        base = dict(model_config=SMOKE_MODELS[model], batch_size=8, steps=40, steps_per_call=5,
-                    log_every=5, checkpoint_every=20, pool_size=32 if model == "nondoubling" else 0)
+        base = dict(
+            model_config=SMOKE_MODELS[model],
+            batch_size=8,
+            steps=40,
+            steps_per_call=5,
+            log_every=5,
+            checkpoint_every=20,
+            pool_size=32 if model == "nondoubling" else 0,
+        )
     else:
-        raise ValueError(f"unknown profile {profile!r}; expected one of {', '.join(PROFILES)}")
+        raise ValueError(
+            f"unknown profile {profile!r}; "
+            f"expected one of {', '.join(PROFILES)}"
+        )
     return TrainConfig(model=model, **{**base, **overrides})
 
 
@@ -154,97 +263,171 @@ class TrainState(eqx.Module):
 
 
 def init_state(config: TrainConfig) -> TrainState:
-    model = MODELS[config.model][1](config.model_config, key=jax.random.key(config.seed))
+    model = MODELS[config.model][1](
+        config.model_config, key=jax.random.key(config.seed)
+    )
     if config.encoder_from:
         encoder = _shipped_encoder(config.encoder_from, model)
         model = eqx.tree_at(lambda m: m.encoder, model, encoder)
-    opt_state = optimiser(config.learning_rate, config.clip_norm).init(eqx.filter(model, eqx.is_inexact_array))
-    pool = empty_pool(config.pool_size, config.model_config) if config.pool_size else None
+    opt_state = optimiser(config.learning_rate, config.clip_norm).init(
+        eqx.filter(model, eqx.is_inexact_array)
+    )
+    pool = (
+        empty_pool(config.pool_size, config.model_config)
+        if config.pool_size
+        else None
+    )
     return TrainState(model, opt_state, jnp.zeros((), jnp.int32), pool)
 
 
 def kl_weight(config: TrainConfig, step):
-    """The KL term's weight at `step`: 0 while the decoder learns alone, then rising linearly to
-    1 over `kl_warmup` steps; 1 throughout in the paper's objective."""
+    """The KL term's weight at `step`: 0 while the decoder learns alone,
+    then rising linearly to 1 over `kl_warmup` steps; 1 throughout in the
+    paper's objective."""
     ramp = (step - config.decoder_first + 1) / max(config.kl_warmup, 1)
-    return jnp.where(step < config.decoder_first, 0.0, jnp.clip(ramp, 0.0, 1.0))
+    return jnp.where(
+        step < config.decoder_first, 0.0, jnp.clip(ramp, 0.0, 1.0)
+    )
 
 
 def _shipped_encoder(name: str, model):
     from vnca import pretrained  # it imports this module
 
     encoder = pretrained.load(name).encoder
-    shapes = [jax.tree.map(jnp.shape, eqx.filter(e, eqx.is_array))
-              for e in (encoder, model.encoder)]
+    shapes = [
+        jax.tree.map(jnp.shape, eqx.filter(e, eqx.is_array))
+        for e in (encoder, model.encoder)
+    ]
     if shapes[0] != shapes[1]:
-        raise ValueError(f"encoder_from={name!r}: that model's encoder has other shapes "
-                         "than this one's")
+        raise ValueError(
+            f"encoder_from={name!r}: that model's encoder has other shapes "
+            "than this one's"
+        )
     return encoder
 
 
 # ---- book/train.md, code cell 4 ----
-def train_step(config: TrainConfig, state: TrainState, batch: jax.Array, pool_sharding=None):
-    """One step of Adam on the negative ELBO of `batch`; returns the new state and its metrics."""
+def train_step(
+    config: TrainConfig,
+    state: TrainState,
+    batch: jax.Array,
+    pool_sharding=None,
+):
+    """One step of Adam on the negative ELBO of `batch`; returns the new
+    state and its metrics."""
     key = jax.random.fold_in(jax.random.key(config.seed), state.step)
     elbo_key, steps_key, damage_key, shuffle_key = jax.random.split(key, 4)
-    steps = sample_steps(steps_key, config.model_config) if config.model == "nondoubling" else None
+    steps = (
+        sample_steps(steps_key, config.model_config)
+        if config.model == "nondoubling"
+        else None
+    )
 
     def loss(model):
         if state.pool is None:
-            terms, returned = batch_elbo(model, batch, elbo_key, steps=steps), None
+            terms, returned = (
+                batch_elbo(model, batch, elbo_key, steps=steps),
+                None,
+            )
         else:
-            terms, *returned = pooled_batch_elbo(model, state.pool, batch, elbo_key, damage_key, steps)
+            terms, *returned = pooled_batch_elbo(
+                model, state.pool, batch, elbo_key, damage_key, steps
+            )
         overflow = 0.0 if state.pool is None else state_overflow(returned[0])
         objective = terms.elbo
-        if config.decoder_first or config.kl_warmup:  # the KL term weighed in gradually (laptop)
-            objective = terms.log_likelihood - kl_weight(config, state.step) * terms.kl
+        # the KL term weighed in gradually (laptop)
+        if config.decoder_first or config.kl_warmup:
+            objective = (
+                terms.log_likelihood - kl_weight(config, state.step) * terms.kl
+            )
         if not config.state_penalty:  # the paper's objective, exactly
             return -objective, (terms, returned, overflow)
-        return -objective + config.state_penalty * overflow, (terms, returned, overflow)
+        return -objective + config.state_penalty * overflow, (
+            terms,
+            returned,
+            overflow,
+        )
 
-    (value, (terms, returned, overflow)), grads = eqx.filter_value_and_grad(loss, has_aux=True)(state.model)
+    (value, (terms, returned, overflow)), grads = eqx.filter_value_and_grad(
+        loss, has_aux=True
+    )(state.model)
     opt = optimiser(config.learning_rate, config.clip_norm)
     params = eqx.filter(state.model, eqx.is_inexact_array)
     updates, opt_state = opt.update(grads, state.opt_state, params)
-    if config.decoder_first:  # freeze the encoder's *updates*: Adam's moments for it keep learning
-        # its gradients' scale, so that unfreezing is not a step of several times the learning rate
+    # freeze the encoder's *updates*: Adam's moments for it keep learning
+    if config.decoder_first:
+        # its gradients' scale, so that unfreezing is not a step of several
+        # times the learning rate
         thaw = (state.step >= config.decoder_first).astype(jnp.float32)
         frozen = jax.tree.map(lambda u: u * thaw, updates.encoder)
         updates = eqx.tree_at(lambda u: u.encoder, updates, frozen)
     grad_norm = optax.tree.norm(grads)
-    metrics = {"loss": value, "elbo": terms.elbo, "log_likelihood": terms.log_likelihood, "kl": terms.kl,
-               "grad_norm": grad_norm, "finite": jnp.isfinite(value) & jnp.isfinite(grad_norm)}
+    metrics = {
+        "loss": value,
+        "elbo": terms.elbo,
+        "log_likelihood": terms.log_likelihood,
+        "kl": terms.kl,
+        "grad_norm": grad_norm,
+        "finite": jnp.isfinite(value) & jnp.isfinite(grad_norm),
+    }
     pool = state.pool
     if pool is not None:
         finals, targets, metrics["pool_rows"] = returned
         metrics["overflow"] = overflow
-        pool = return_to_pool(pool, targets, finals, shuffle_key, pool_sharding)
-    return TrainState(eqx.apply_updates(state.model, updates), opt_state, state.step + 1, pool), metrics
+        pool = return_to_pool(
+            pool, targets, finals, shuffle_key, pool_sharding
+        )
+    return TrainState(
+        eqx.apply_updates(state.model, updates),
+        opt_state,
+        state.step + 1,
+        pool,
+    ), metrics
 
 
 @eqx.filter_jit
-def train_steps(config: TrainConfig, state: TrainState, stacked: jax.Array, mesh: Mesh | None = None):
-    """len(stacked) training steps in one compiled call; metrics come back stacked."""
-    pool_sharding = None if mesh is None else NamedSharding(mesh, PartitionSpec("data"))
-    # On a CPU, a backward pass inside a loop runs many times slower (see `run` in the NCA chapter):
-    # there the steps of a call are unrolled.
+def train_steps(
+    config: TrainConfig,
+    state: TrainState,
+    stacked: jax.Array,
+    mesh: Mesh | None = None,
+):
+    """len(stacked) training steps in one compiled call; metrics come back
+    stacked."""
+    pool_sharding = (
+        None if mesh is None else NamedSharding(mesh, PartitionSpec("data"))
+    )
+    # On a CPU, a backward pass inside a loop runs many times slower (see `run`
+    # in the NCA chapter): there the steps of a call are unrolled.
     unroll = jax.default_backend() == "cpu"
-    return scan(lambda s, batch: train_step(config, s, batch, pool_sharding), state, stacked, unroll=unroll)
+    return scan(
+        lambda s, batch: train_step(config, s, batch, pool_sharding),
+        state,
+        stacked,
+        unroll=unroll,
+    )
 
 
 # ---- book/train.md, code cell 5 ----
 def data_mesh(devices=None) -> Mesh:
-    """A one-axis mesh ("data") over the given devices, or over all local devices."""
+    """A one-axis mesh ("data") over the given devices, or over all local
+    devices."""
     devices = np.asarray(jax.local_devices() if devices is None else devices)
     return Mesh(devices, ("data",))
 
 
 def shard_batches(stacked: np.ndarray, mesh: Mesh) -> jax.Array:
-    """Place a (steps, batch, ...) stack with its batch axis split across the mesh."""
+    """Place a (steps, batch, ...) stack with its batch axis split across
+    the mesh."""
     if stacked.shape[1] % mesh.size:
-        raise ValueError(f"the batch size ({stacked.shape[1]}) must be a multiple of the number of "
-                         f"devices ({mesh.size})")
-    return jax.device_put(stacked, NamedSharding(mesh, PartitionSpec(None, "data")))
+        raise ValueError(
+            f"the batch size ({stacked.shape[1]}) "
+            "must be a multiple of the number of "
+            f"devices ({mesh.size})"
+        )
+    return jax.device_put(
+        stacked, NamedSharding(mesh, PartitionSpec(None, "data"))
+    )
 
 
 def replicate(tree, mesh: Mesh):
@@ -253,9 +436,18 @@ def replicate(tree, mesh: Mesh):
 
 
 def place_state(state: TrainState, mesh: Mesh) -> TrainState:
-    """Replicate the model and optimiser state; split the pool, if any, over the devices."""
-    pool = None if state.pool is None else jax.device_put(state.pool, NamedSharding(mesh, PartitionSpec("data")))
-    return TrainState(*replicate((state.model, state.opt_state, state.step), mesh), pool)
+    """Replicate the model and optimiser state; split the pool, if any, over
+    the devices."""
+    pool = (
+        None
+        if state.pool is None
+        else jax.device_put(
+            state.pool, NamedSharding(mesh, PartitionSpec("data"))
+        )
+    )
+    return TrainState(
+        *replicate((state.model, state.opt_state, state.step), mesh), pool
+    )
 
 
 # ---- book/train.md, code cell 6 ----
@@ -268,104 +460,172 @@ METRICS = "metrics.jsonl"
 
 
 def _metadata(config: TrainConfig, step: int) -> dict:
-    return {"config": config.to_json(), "step": step, "data_position": step,
-            "prng_key": [int(v) for v in jax.random.key_data(jax.random.key(config.seed))]}
+    return {
+        "config": config.to_json(),
+        "step": step,
+        "data_position": step,
+        "prng_key": [
+            int(v) for v in jax.random.key_data(jax.random.key(config.seed))
+        ],
+    }
 
 
 def load_run(path: Path, config: TrainConfig | None = None):
-    """The state and configuration saved in a checkpoint file (checked against `config`)."""
+    """The state and configuration saved in a checkpoint file (checked
+    against `config`)."""
     meta = checkpoint.read_metadata(path)
     saved = TrainConfig.from_json(meta["config"])
     if config is not None:
-        checkpoint.check_compatible(path, saved.to_json(), config.to_json(),
-                                    ignore=("steps", "log_every", "checkpoint_every"))
+        checkpoint.check_compatible(
+            path,
+            saved.to_json(),
+            config.to_json(),
+            ignore=("steps", "log_every", "checkpoint_every"),
+        )
     state, _ = checkpoint.load(path, init_state(saved))
     return state, saved
 
 
-def fit(config: TrainConfig, out: str | Path, *, resume: bool = False, data=None,
-        progress: bool = True, mesh: Mesh | None = None, stop: "StopRequest | None" = None):
-    """Train for config.steps steps, saving into `out`; return the final state."""
+def fit(
+    config: TrainConfig,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    data=None,
+    progress: bool = True,
+    mesh: Mesh | None = None,
+    stop: "StopRequest | None" = None,
+):
+    """Train for config.steps steps, saving into `out`; return the final
+    state."""
     out, stop = Path(out), stop or StopRequest()
     if out.exists() and not out.is_dir():
-        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(out))
+        raise NotADirectoryError(
+            errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(out)
+        )
     path = out / CHECKPOINT
     if path.exists() and not resume:
-        raise FileExistsError(f"{path} exists: pass resume=True (--resume) to continue that run, "
-                              "or choose another output folder")
+        raise FileExistsError(
+            f"{path} exists: pass resume=True "
+            "(--resume) to continue that run, "
+            "or choose another output folder"
+        )
     if resume and not path.exists():
         raise checkpoint.CheckpointError(
-            f"{path}: no checkpoint to resume from; leave out resume=True (--resume) "
-            "to start a new run in this folder")
+            f"{path}: no checkpoint to resume from; "
+            "leave out resume=True (--resume) "
+            "to start a new run in this folder"
+        )
     mesh = mesh or data_mesh()
     if config.batch_size % mesh.size:
-        raise ValueError(f"batch_size {config.batch_size} is not a multiple of the {mesh.size} devices")
+        raise ValueError(
+            f"batch_size {config.batch_size} is not "
+            f"a multiple of the {mesh.size} devices"
+        )
     out.mkdir(parents=True, exist_ok=True)
-    for part in remove_stale_parts(path):  # left by a process killed while saving
+    # left by a process killed while saving
+    for part in remove_stale_parts(path):
         print(f"removed {part}, an unfinished checkpoint of a killed run")
     if resume:
         state, _ = load_run(path, config)
         _truncate_metrics(out / METRICS, int(state.step))
     else:
         state = init_state(config)
-        (out / METRICS).unlink(missing_ok=True)  # a new run's metrics start empty
+        # a new run's metrics start empty
+        (out / METRICS).unlink(missing_ok=True)
     state = place_state(state, mesh)
-    atomic_write(out / "config.json", json.dumps(config.to_json(), indent=2).encode())
+    atomic_write(
+        out / "config.json", json.dumps(config.to_json(), indent=2).encode()
+    )
 
     images = (data or load_binarized_mnist()).train
     step = int(state.step)
-    stream = batches(images, config.batch_size, jax.random.key(config.seed + 1), start=step)
-    bar = tqdm(total=config.steps, initial=step, disable=not progress, unit="step", desc=config.model)
+    stream = batches(
+        images, config.batch_size, jax.random.key(config.seed + 1), start=step
+    )
+    bar = tqdm(
+        total=config.steps,
+        initial=step,
+        disable=not progress,
+        unit="step",
+        desc=config.model,
+    )
     window, window_start = [], time.perf_counter()
     try:
         with stop:
             while step < config.steps and not stop.requested:
                 n = min(config.steps_per_call, config.steps - step)
-                stacked = shard_batches(np.stack([next(stream) for _ in range(n)]), mesh)
+                stacked = shard_batches(
+                    np.stack([next(stream) for _ in range(n)]), mesh
+                )
                 new_state, metrics = train_steps(config, state, stacked, mesh)
                 metrics = jax.device_get(metrics)
                 if not metrics["finite"].all():
                     bad = step + int(np.argmin(metrics["finite"]))
                     raise NonFiniteError(
-                        f"step {bad}: the loss or a gradient is not finite (loss {metrics['loss'].tolist()}); "
-                        f"stopped. The last good checkpoint, if any, is {path}")
+                        f"step {bad}: the loss or a gradient is not "
+                        f"finite (loss {metrics['loss'].tolist()}); "
+                        f"stopped. The last good checkpoint, if any, is {path}"
+                    )
                 state, before, step = new_state, step, step + n
                 window.append(metrics)
                 bar.update(n)
-                bar.set_postfix(loss=f"{metrics['loss'][-1]:.2f}", elbo=f"{metrics['elbo'][-1]:.2f}")
-                # "Crossed a multiple", not "is a multiple": a run resumed off the grid of
-                # steps_per_call (stopped at step 7, say) still logs and saves on schedule.
-                if step // config.log_every > before // config.log_every or step == config.steps:
+                bar.set_postfix(
+                    loss=f"{metrics['loss'][-1]:.2f}",
+                    elbo=f"{metrics['elbo'][-1]:.2f}",
+                )
+                # "Crossed a multiple", not "is a multiple": a run resumed off
+                # the grid of steps_per_call (stopped at step 7, say) still
+                # logs and saves on schedule.
+                if (
+                    step // config.log_every > before // config.log_every
+                    or step == config.steps
+                ):
                     now = time.perf_counter()
                     _log(out / METRICS, step, window, (now - window_start))
                     window, window_start = [], now
-                if (step // config.checkpoint_every > before // config.checkpoint_every
-                        or step == config.steps or stop.requested):
-                    checkpoint.save(path, jax.device_get(state), _metadata(config, step))
+                if (
+                    step // config.checkpoint_every
+                    > before // config.checkpoint_every
+                    or step == config.steps
+                    or stop.requested
+                ):
+                    checkpoint.save(
+                        path, jax.device_get(state), _metadata(config, step)
+                    )
     finally:
         bar.close()
     if stop.requested:
-        print(f"stopped by {stop.name} at step {step:,} of {config.steps:,}; the checkpoint "
-              f"{path} holds it: resume to continue")
+        print(
+            f"stopped by {stop.name} at step {step:,} "
+            f"of {config.steps:,}; the checkpoint "
+            f"{path} holds it: resume to continue"
+        )
     return state
 
 
 def _log(path: Path, step: int, window: list, seconds: float) -> None:
     merged = {k: np.concatenate([m[k] for m in window]) for k in window[0]}
-    record = {"step": step, **{k: float(v.mean()) for k, v in merged.items() if k != "finite"},
-              "steps_per_s": len(merged["loss"]) / max(seconds, 1e-9), "time": time.time()}
+    record = {
+        "step": step,
+        **{k: float(v.mean()) for k, v in merged.items() if k != "finite"},
+        "steps_per_s": len(merged["loss"]) / max(seconds, 1e-9),
+        "time": time.time(),
+    }
     with path.open("a") as f:
         f.write(json.dumps(record) + "\n")
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop metrics logged after the checkpoint we resume from: they will be logged again."""
+    """Drop metrics logged after the checkpoint we resume from: they will be
+    logged again."""
     kept = [r for r in read_metrics(path.parent) if r["step"] <= step]
     atomic_write(path, "".join(json.dumps(r) + "\n" for r in kept).encode())
 
 
 class StopRequest:
-    """Turns SIGTERM and SIGINT into a request to save and stop after the current call."""
+    """Turns SIGTERM and SIGINT into a request to save and stop after the
+    current call."""
 
     def __init__(self):
         self.signal = None  # the signal that asked to stop, if any
@@ -377,13 +637,16 @@ class StopRequest:
 
     @property
     def name(self) -> str:
-        return signal.Signals(self.signal).name if self.requested else "nothing"
+        return (
+            signal.Signals(self.signal).name if self.requested else "nothing"
+        )
 
     def __enter__(self):
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:
                 self._previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread: signals cannot be caught here
+            # not the main thread: signals cannot be caught here
+            except ValueError:
                 pass
         return self
 
@@ -398,7 +661,8 @@ class StopRequest:
 
 
 def read_metrics(out: str | Path) -> list[dict]:
-    """The metrics a run logged; a line cut short by a killed process is skipped."""
+    """The metrics a run logged; a line cut short by a killed process is
+    skipped."""
     path = Path(out) / METRICS
     records = []
     for line in path.read_text().splitlines() if path.exists() else []:
@@ -418,7 +682,9 @@ def plot_metrics(out: str | Path, title: str | None = None):
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
     axes[0].plot(steps, [-r["elbo"] for r in records])
     axes[0].set_ylabel("negative ELBO (nats)")
-    axes[1].plot(steps, [-r["log_likelihood"] for r in records], label="-log p(x|z)")
+    axes[1].plot(
+        steps, [-r["log_likelihood"] for r in records], label="-log p(x|z)"
+    )
     axes[1].plot(steps, [r["kl"] for r in records], label="KL")
     axes[1].legend()
     axes[1].set_ylabel("nats")
@@ -445,7 +711,9 @@ def positive_int(text: str) -> int:
     """An argparse type: a whole number of at least 1."""
     value = int(text)
     if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text}")
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number of at least 1, got {text}"
+        )
     return value
 
 
@@ -459,55 +727,133 @@ def probability(text: str) -> float:
 
 def add_train_command(commands) -> None:
     """Add `vnca train` to the subcommands of an argparse parser."""
-    train = commands.add_parser("train", help="train a model", description="Train a model and save "
-                                "checkpoints and metrics into --out.")
+    train = commands.add_parser(
+        "train",
+        help="train a model",
+        description="Train a model and save "
+        "checkpoints and metrics into --out.",
+    )
     train.add_argument("--model", required=True, choices=list(MODELS))
-    train.add_argument("--profile", default="full", choices=list(PROFILES),
-                       help="smoke: a small model for tests (seconds); laptop: a narrower model that "
-                       "trains on a 2-core CPU in under an hour; full: the paper's (default)")
-    train.add_argument("--out", required=True, type=Path, help="the run's folder")
-    train.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
-    train.add_argument("--steps", type=positive_int, help="total training steps (default: the profile's)")
-    train.add_argument("--batch-size", type=positive_int, help="default: the paper's for the model")
+    train.add_argument(
+        "--profile",
+        default="full",
+        choices=list(PROFILES),
+        help="smoke: a small model for tests "
+        "(seconds); laptop: a narrower model that "
+        "trains on a 2-core CPU in under an hour; full: the paper's (default)",
+    )
+    train.add_argument(
+        "--out", required=True, type=Path, help="the run's folder"
+    )
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the checkpoint in --out",
+    )
+    train.add_argument(
+        "--steps",
+        type=positive_int,
+        help="total training steps (default: the profile's)",
+    )
+    train.add_argument(
+        "--batch-size",
+        type=positive_int,
+        help="default: the paper's for the model",
+    )
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--pool-size", type=int, help="non-doubling only: pool entries, 0 for none "
-                       "(default: the profile's, 1024 in full)")
-    train.add_argument("--update-probability", type=probability, help="VNCAs only: the chance that a "
-                       "cell updates at a step (default 1)")
-    train.add_argument("--state-penalty", type=float, help="non-doubling with a pool only: weight of the "
-                       "penalty on hidden channels beyond +-3, not in the paper (default: the profile's, "
-                       "1 in laptop, else 0)")
-    train.add_argument("--encoder-from", metavar="NAME", help="start the encoder from a shipped "
-                       "model's (not in the paper; the laptop non-doubling recipe's: doubling-laptop)")
-    train.add_argument("--decoder-first", type=int, metavar="STEPS", help="train the decoder alone, "
-                       "the encoder frozen, for this many first steps (not in the paper)")
-    train.add_argument("--kl-warmup", type=int, metavar="STEPS", help="then raise the KL term's "
-                       "weight from 0 to 1 over this many steps (not in the paper)")
-    train.add_argument("--data-dir", type=Path, help="a folder with the data files (else "
-                       "$VNCA_DATA_DIR, else download)")
-    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument(
+        "--pool-size",
+        type=int,
+        help="non-doubling only: pool entries, 0 for none "
+        "(default: the profile's, 1024 in full)",
+    )
+    train.add_argument(
+        "--update-probability",
+        type=probability,
+        help="VNCAs only: the chance that a "
+        "cell updates at a step (default 1)",
+    )
+    train.add_argument(
+        "--state-penalty",
+        type=float,
+        help="non-doubling with a pool only: weight of the "
+        "penalty on hidden channels beyond +-3, "
+        "not in the paper (default: the profile's, "
+        "1 in laptop, else 0)",
+    )
+    train.add_argument(
+        "--encoder-from",
+        metavar="NAME",
+        help="start the encoder from a shipped "
+        "model's (not in the paper; the laptop "
+        "non-doubling recipe's: doubling-laptop)",
+    )
+    train.add_argument(
+        "--decoder-first",
+        type=int,
+        metavar="STEPS",
+        help="train the decoder alone, "
+        "the encoder frozen, for this many first steps (not in the paper)",
+    )
+    train.add_argument(
+        "--kl-warmup",
+        type=int,
+        metavar="STEPS",
+        help="then raise the KL term's "
+        "weight from 0 to 1 over this many steps (not in the paper)",
+    )
+    train.add_argument(
+        "--data-dir",
+        type=Path,
+        help="a folder with the data files (else "
+        "$VNCA_DATA_DIR, else download)",
+    )
+    train.add_argument(
+        "--no-progress", action="store_true", help="no progress bar"
+    )
     train.set_defaults(handler=train_command)
 
 
 def train_command(args) -> int:
     """Run `vnca train`; return the exit status."""
-    overrides = {k: v for k, v in [("steps", args.steps), ("batch_size", args.batch_size),
-                                   ("seed", args.seed), ("pool_size", args.pool_size),
-                                   ("state_penalty", args.state_penalty),
-                                   ("encoder_from", args.encoder_from),
-                                   ("decoder_first", args.decoder_first),
-                                   ("kl_warmup", args.kl_warmup)] if v is not None}
+    overrides = {
+        k: v
+        for k, v in [
+            ("steps", args.steps),
+            ("batch_size", args.batch_size),
+            ("seed", args.seed),
+            ("pool_size", args.pool_size),
+            ("state_penalty", args.state_penalty),
+            ("encoder_from", args.encoder_from),
+            ("decoder_first", args.decoder_first),
+            ("kl_warmup", args.kl_warmup),
+        ]
+        if v is not None
+    }
     stop = StopRequest()
     try:
         config = train_config(args.model, args.profile, **overrides)
         if args.update_probability is not None:
             if not hasattr(config.model_config, "update_probability"):
-                raise ValueError(f"--update-probability: the {args.model} model has no NCA")
-            config = dataclasses.replace(config, model_config=dataclasses.replace(
-                config.model_config, update_probability=args.update_probability))
+                raise ValueError(
+                    f"--update-probability: the {args.model} model has no NCA"
+                )
+            config = dataclasses.replace(
+                config,
+                model_config=dataclasses.replace(
+                    config.model_config,
+                    update_probability=args.update_probability,
+                ),
+            )
         data = load_binarized_mnist(args.data_dir)
-        state = fit(config, args.out, resume=args.resume, data=data,
-                    progress=not args.no_progress, stop=stop)
+        state = fit(
+            config,
+            args.out,
+            resume=args.resume,
+            data=data,
+            progress=not args.no_progress,
+            stop=stop,
+        )
         figure = plot_metrics(args.out, title=f"{args.model} ({args.profile})")
         save_figure(figure, args.out / "metrics.png", dpi=120)
     except (ValueError, FileExistsError, DataError, CheckpointError) as err:
@@ -516,14 +862,22 @@ def train_command(args) -> int:
     except NonFiniteError as err:
         print(f"vnca train: {err}", file=sys.stderr)
         return 3
-    except OSError as err:  # a full disk, a read-only folder, --out naming a file
-        print(f"vnca train: error: {explain(err)}.{_last_good(args.out / CHECKPOINT)}",
-              file=sys.stderr)
+    # a full disk, a read-only folder, --out naming a file
+    except OSError as err:
+        print(
+            "vnca train: error: "
+            f"{explain(err)}.{_last_good(args.out / CHECKPOINT)}",
+            file=sys.stderr,
+        )
         return 4
-    if stop.requested:  # exit as a process killed by the signal would, so schedulers see it
-        print(f"vnca train: stopped by {stop.name} at step {int(state.step):,} of "
-              f"{config.steps:,}; run the same command with --resume to continue",
-              file=sys.stderr)
+    # exit as a process killed by the signal would, so schedulers see it
+    if stop.requested:
+        print(
+            f"vnca train: stopped by {stop.name} at step "
+            f"{int(state.step):,} of {config.steps:,}; run the same command "
+            "with --resume to continue",
+            file=sys.stderr,
+        )
         return 128 + stop.signal
     print(f"done: {args.out}")
     return 0
@@ -534,4 +888,7 @@ def _last_good(path: Path) -> str:
         step = checkpoint.read_metadata(path)["step"]
     except (CheckpointError, OSError):
         return " No checkpoint was saved."
-    return f" The last good checkpoint, step {step:,}, is {path}: add --resume once this is fixed."
+    return (
+        f" The last good checkpoint, step {step:,}, is {path}: add --resume "
+        "once this is fixed."
+    )

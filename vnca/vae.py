@@ -3,8 +3,9 @@
 
 
 # ---- book/vae.md, code cell 1 ----
-"""The variational autoencoder around every decoder of the book: the encoder, the Bernoulli
-likelihood, the KL to the prior, the single-sample ELBO and the importance-weighted bound."""
+"""The variational autoencoder around every decoder of the book: the
+encoder, the Bernoulli likelihood, the KL to the prior, the single-sample
+ELBO and the importance-weighted bound."""
 
 import math
 from typing import NamedTuple
@@ -23,14 +24,15 @@ ENCODER_STRIDES = (1, 2, 2, 2, 2)
 
 
 def encoder_channels(width: int = 32) -> tuple[int, ...]:
-    """The encoder's channels, input first: the paper's (1, 32, ..., 512) for width 32; a laptop
-    model narrows them all by the same factor."""
+    """The encoder's channels, input first: the paper's (1, 32, ..., 512)
+    for width 32; a laptop model narrows them all by the same factor."""
     return (1, *(width * 2**i for i in range(len(ENCODER_STRIDES))))
 
 
 class Encoder(eqx.Module):
-    """q(z|x): five 5x5 convolutions with ELU (32x32 down to 2x2), then a linear layer to the
-    mean and log standard deviation of a diagonal Gaussian."""
+    """q(z|x): five 5x5 convolutions with ELU (32x32 down to 2x2), then a
+    linear layer to the mean and log standard deviation of a diagonal
+    Gaussian."""
 
     convs: tuple[Conv, ...]
     linear: eqx.nn.Linear
@@ -40,12 +42,19 @@ class Encoder(eqx.Module):
         keys = jax.random.split(key, len(ENCODER_STRIDES) + 1)
         self.convs = tuple(
             Conv(c_in, c_out, 5, stride=stride, padding=2, key=k)
-            for c_in, c_out, stride, k in zip(channels, channels[1:], ENCODER_STRIDES, keys)
+            for c_in, c_out, stride, k in zip(
+                channels, channels[1:], ENCODER_STRIDES, keys
+            )
         )
-        self.linear = eqx.nn.Linear(2 * 2 * channels[-1], 2 * latent, key=keys[-1])
+        self.linear = eqx.nn.Linear(
+            2 * 2 * channels[-1], 2 * latent, key=keys[-1]
+        )
 
-    def __call__(self, x: Float[Array, "32 32"]) -> tuple[Float[Array, " z"], Float[Array, " z"]]:
-        h = x[..., None].astype(self.linear.weight.dtype)  # images may come as uint8
+    def __call__(
+        self, x: Float[Array, "32 32"]
+    ) -> tuple[Float[Array, " z"], Float[Array, " z"]]:
+        # images may come as uint8
+        h = x[..., None].astype(self.linear.weight.dtype)
         for conv in self.convs:
             h = jax.nn.elu(conv(h))
         mean, log_scale = jnp.split(self.linear(h.reshape(-1)), 2)
@@ -54,37 +63,58 @@ class Encoder(eqx.Module):
 
 def parameter_count(model) -> int:
     """The number of trainable numbers in a model."""
-    return sum(leaf.size for leaf in jax.tree.leaves(eqx.filter(model, eqx.is_inexact_array)))
+    return sum(
+        leaf.size
+        for leaf in jax.tree.leaves(eqx.filter(model, eqx.is_inexact_array))
+    )
 
 
 # ---- book/vae.md, code cell 5 ----
-def reparameterise(key: PRNGKeyArray, mean: Float[Array, " z"], log_scale: Float[Array, " z"]
-                   ) -> Float[Array, " z"]:
-    """A sample of N(mean, exp(log_scale)^2), differentiable in mean and log_scale."""
-    return mean + jnp.exp(log_scale) * jax.random.normal(key, mean.shape, mean.dtype)
+def reparameterise(
+    key: PRNGKeyArray, mean: Float[Array, " z"], log_scale: Float[Array, " z"]
+) -> Float[Array, " z"]:
+    """A sample of N(mean, exp(log_scale)^2), differentiable in mean and
+    log_scale."""
+    return mean + jnp.exp(log_scale) * jax.random.normal(
+        key, mean.shape, mean.dtype
+    )
 
 
-def bernoulli_log_likelihood(logits: Float[Array, "h w"], x: Float[Array, "h w"]) -> Float[Array, ""]:
+def bernoulli_log_likelihood(
+    logits: Float[Array, "h w"], x: Float[Array, "h w"]
+) -> Float[Array, ""]:
     """log p(x | logits) of a binary image, summed over its pixels."""
-    return jnp.sum(jnp.where(x > 0.5, jax.nn.log_sigmoid(logits), jax.nn.log_sigmoid(-logits)))
+    return jnp.sum(
+        jnp.where(
+            x > 0.5, jax.nn.log_sigmoid(logits), jax.nn.log_sigmoid(-logits)
+        )
+    )
 
 
-def normal_log_density(z: Float[Array, " z"], mean: Float[Array, " z"] | float = 0.0,
-                       log_scale: Float[Array, " z"] | float = 0.0) -> Float[Array, ""]:
+def normal_log_density(
+    z: Float[Array, " z"],
+    mean: Float[Array, " z"] | float = 0.0,
+    log_scale: Float[Array, " z"] | float = 0.0,
+) -> Float[Array, ""]:
     """log N(z; mean, diag(exp(log_scale)^2)), summed over the dimensions."""
     standardised = (z - mean) * jnp.exp(-log_scale)
-    return jnp.sum(-0.5 * standardised**2 - log_scale - 0.5 * math.log(2 * math.pi))
+    return jnp.sum(
+        -0.5 * standardised**2 - log_scale - 0.5 * math.log(2 * math.pi)
+    )
 
 
-def kl_to_standard_normal(mean: Float[Array, " z"], log_scale: Float[Array, " z"]) -> Float[Array, ""]:
+def kl_to_standard_normal(
+    mean: Float[Array, " z"], log_scale: Float[Array, " z"]
+) -> Float[Array, ""]:
     """KL(N(mean, exp(log_scale)^2) || N(0, I)), in closed form."""
     return 0.5 * jnp.sum(mean**2 + jnp.exp(2 * log_scale) - 1 - 2 * log_scale)
 
 
 # ---- book/vae.md, code cell 6 ----
 class VAE(eqx.Module):
-    """An encoder q(z|x) and a decoder z -> logits of p(x|z). The decoder is called as
-    `decoder(z, key=..., steps=...)`; decoders that need neither ignore them."""
+    """An encoder q(z|x) and a decoder z -> logits of p(x|z). The decoder is
+    called as `decoder(z, key=..., steps=...)`; decoders that need neither
+    ignore them."""
 
     encoder: Encoder
     decoder: eqx.Module
@@ -98,17 +128,24 @@ class Terms(NamedTuple):
     kl: Float[Array, ""]
 
 
-def elbo(model: VAE, x: Float[Array, "32 32"], key: PRNGKeyArray, steps=None) -> Terms:
-    """A one-sample estimate of the ELBO of one image, with the KL in closed form."""
+def elbo(
+    model: VAE, x: Float[Array, "32 32"], key: PRNGKeyArray, steps=None
+) -> Terms:
+    """A one-sample estimate of the ELBO of one image, with the KL in closed
+    form."""
     sample_key, decoder_key = jax.random.split(key)
     mean, log_scale = model.encoder(x)
     z = reparameterise(sample_key, mean, log_scale)
-    log_likelihood = bernoulli_log_likelihood(model.decoder(z, key=decoder_key, steps=steps), x)
+    log_likelihood = bernoulli_log_likelihood(
+        model.decoder(z, key=decoder_key, steps=steps), x
+    )
     kl = kl_to_standard_normal(mean, log_scale)
     return Terms(log_likelihood - kl, log_likelihood, kl)
 
 
-def batch_elbo(model: VAE, x: Float[Array, "b 32 32"], key: PRNGKeyArray, steps=None) -> Terms:
+def batch_elbo(
+    model: VAE, x: Float[Array, "b 32 32"], key: PRNGKeyArray, steps=None
+) -> Terms:
     """The ELBO terms averaged over a batch, one key per image."""
     keys = jax.random.split(key, x.shape[0])
     terms = jax.vmap(elbo, in_axes=(None, 0, 0, None))(model, x, keys, steps)
@@ -116,10 +153,16 @@ def batch_elbo(model: VAE, x: Float[Array, "b 32 32"], key: PRNGKeyArray, steps=
 
 
 # ---- book/vae.md, code cell 7 ----
-def log_importance_weights(model: VAE, x: Float[Array, "32 32"], key: PRNGKeyArray, samples: int,
-                           chunk: int = 16, steps=None) -> Float[Array, " k"]:
-    """log p(x|z_k) + log p(z_k) - log q(z_k|x) for `samples` draws z_k ~ q(z|x), decoded
-    `chunk` at a time."""
+def log_importance_weights(
+    model: VAE,
+    x: Float[Array, "32 32"],
+    key: PRNGKeyArray,
+    samples: int,
+    chunk: int = 16,
+    steps=None,
+) -> Float[Array, " k"]:
+    """log p(x|z_k) + log p(z_k) - log q(z_k|x) for `samples` draws z_k ~
+    q(z|x), decoded `chunk` at a time."""
     mean, log_scale = model.encoder(x)
 
     def log_weight(key):
@@ -127,14 +170,28 @@ def log_importance_weights(model: VAE, x: Float[Array, "32 32"], key: PRNGKeyArr
         noise = jax.random.normal(sample_key, mean.shape, mean.dtype)
         z = mean + jnp.exp(log_scale) * noise  # as `reparameterise` draws it
         logits = model.decoder(z, key=decoder_key, steps=steps)
-        log_q = normal_log_density(noise) - jnp.sum(log_scale)  # change of variables
-        return bernoulli_log_likelihood(logits, x) + normal_log_density(z) - log_q
+        # change of variables
+        log_q = normal_log_density(noise) - jnp.sum(log_scale)
+        return (
+            bernoulli_log_likelihood(logits, x) + normal_log_density(z) - log_q
+        )
 
-    return jax.lax.map(log_weight, jax.random.split(key, samples), batch_size=min(chunk, samples))
+    return jax.lax.map(
+        log_weight,
+        jax.random.split(key, samples),
+        batch_size=min(chunk, samples),
+    )
 
 
-def importance_weighted_bound(model: VAE, x: Float[Array, "32 32"], key: PRNGKeyArray,
-                              samples: int = 128, chunk: int = 16, steps=None) -> Float[Array, ""]:
-    """The importance-weighted lower bound on log p(x) with `samples` samples, in nats."""
+def importance_weighted_bound(
+    model: VAE,
+    x: Float[Array, "32 32"],
+    key: PRNGKeyArray,
+    samples: int = 128,
+    chunk: int = 16,
+    steps=None,
+) -> Float[Array, ""]:
+    """The importance-weighted lower bound on log p(x) with `samples`
+    samples, in nats."""
     log_w = log_importance_weights(model, x, key, samples, chunk, steps)
     return jax.scipy.special.logsumexp(log_w) - math.log(samples)
