@@ -47,3 +47,22 @@ def smoke_run(tmp_path, data_dir):
         assert done.returncode == 0, done.stderr[-3000:]
         return run
     return train
+
+
+CHROMIUM = Path("/usr/bin/chromium")  # tools/install-chromium.sh puts it there
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: run `bash tools/install-chromium.sh` (the setup does)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+        )
+        yield browser
+        browser.close()

@@ -24,7 +24,6 @@ import chapter_notebooks  # noqa: E402
 import export  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = Path("/usr/bin/chromium")
 
 pytestmark = pytest.mark.slow
 
@@ -156,22 +155,6 @@ def server(site):
     httpd.server_close()
 
 
-@pytest.fixture(scope="session")
-def browser():
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: run `bash tools/install-chromium.sh` (the setup does)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-        )
-        yield browser
-        browser.close()
-
-
 def _visit(browser, url):
     """Open `url`; return the page and what went wrong on the way."""
     page = browser.new_page()
@@ -214,6 +197,15 @@ def test_page_in_a_browser(browser, server, page_name):
         .filter(p => p.scrollWidth > p.clientWidth + 1)
         .map(p => p.textContent.split('\\n').reduce((a, b) => a.length > b.length ? a : b))""")
     assert wide == [], f"{page_name}: code or output wider than the column: {wide}"
+    # A live VNCA, where the page has one, has loaded its model and runs.
+    demos = page.evaluate("() => document.querySelectorAll('.vnca-live').length")
+    if page_name in ("book/intro", "book/pool", "book/live"):
+        assert demos >= 1, f"{page_name}: no live VNCA"
+    if demos:
+        page.wait_for_function(f"() => document.querySelectorAll('.vnca-live-ready').length == {demos}",
+                               timeout=30_000)
+        assert page.evaluate("() => document.querySelectorAll('.vnca-live-error').length") == 0
+        assert page.evaluate("() => document.querySelectorAll('.vnca-live canvas').length") >= demos
     # Every image has loaded and has a size.
     images = page.evaluate("""() => [...document.images].map(i => [i.src, i.complete && i.naturalWidth > 0])""")
     broken = [src for src, ok in images if not ok]

@@ -42,3 +42,19 @@ def test_full_runs_go_where_they_outlive_the_session(monkeypatch, tmp_path):
     assert runs_folder(tmp_path) == tmp_path / "kaggle/working/runs"
     monkeypatch.setenv("VNCA_RUNS", str(tmp_path / "mine"))
     assert runs_folder(tmp_path) == tmp_path / "mine"
+
+
+@pytest.mark.parametrize("model, tpu, t4", [("baseline", "10 min", "15 min"), ("doubling", "40 min", "21 h"),
+                                            ("nondoubling", "2.5 h", "2 days")])
+def test_a_full_run_is_announced_with_its_cost_and_its_folder(model, tpu, t4, tmp_path):
+    from vnca.train import full_run_notice, train_config
+
+    config = train_config(model, "full")
+    notice = full_run_notice(config, tmp_path / "run")
+    assert notice.startswith(f"VNCA_PROFILE=full: 100,000 steps of batch {config.batch_size}.")
+    assert f"about {tpu} on a TPU v3-8 (measured" in notice and f"{t4} on a Colab T4 (estimated)" in notice
+    assert f"every 2,000 steps in {tmp_path / 'run'}; run again to resume" in notice
+    # the chapters that start full runs print it
+    for chapter in ("train", "pool"):
+        assert "print(full_run_notice(config, run_dir))" in (Path(__file__).parent.parent / "book" /
+                                                            f"{chapter}.md").read_text()

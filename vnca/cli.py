@@ -3,12 +3,14 @@
 
 
 # ---- book/experiments.md, code cell 23 ----
-"""The `vnca` command: `vnca train`, `vnca evaluate` and `vnca figures`."""
+"""The `vnca` command: `vnca train`, `vnca evaluate`, `vnca figures` and
+`vnca export-web`."""
 
 import argparse
 
 from vnca.evaluate import add_evaluate_command
 from vnca.figures import add_figures_command
+from vnca.live import add_export_web_command
 from vnca.train import add_train_command
 
 
@@ -20,6 +22,7 @@ def parser() -> argparse.ArgumentParser:
     add_train_command(commands)
     add_evaluate_command(commands)
     add_figures_command(commands)
+    add_export_web_command(commands)
     return root
 
 

@@ -1,0 +1,186 @@
+"""The decoders in the browser: the file format, and the JavaScript decoder step for step against JAX."""
+
+import functools
+import http.server
+import json
+import shutil
+import threading
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vnca import pretrained
+from vnca.doubling import double
+from vnca.live import BrowserFileError, export_for_browser, read_browser_file, rule_tensors, write_browser_file
+from vnca.nca import run
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "_static" / "vnca-live.js"
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, data_dir):
+    folder = tmp_path_factory.mktemp("live")
+    for name in ("nondoubling-laptop", "doubling-laptop"):
+        export_for_browser(name, folder / f"{name}.vncaweb", examples=4)
+    return folder
+
+
+def test_the_file_holds_the_rule_and_the_examples_exactly(files):
+    header, tensors = read_browser_file(files / "nondoubling-laptop.vncaweb")
+    model = pretrained.load("nondoubling-laptop")
+    for key, value in rule_tensors(model.decoder.rule).items():
+        np.testing.assert_array_equal(tensors[f"rule.{key}"], value)
+    assert header["decoder"] == {"channels": 32, "hidden": 32, "residual_blocks": 0, "elu_after_perception": True,
+                                 "update_probability": model.decoder.config.update_probability,
+                                 "kind": "nondoubling", "side": 32, "test_steps": 32, "max_steps": 40}
+    rows = header["examples"]["test_rows"]
+    assert len(rows) == 4 and rows == sorted(rows)
+    from vnca.data import load_binarized_mnist
+
+    np.testing.assert_array_equal(tensors["examples.images"], load_binarized_mnist().test[rows])
+    means, _ = jax.vmap(model.encoder)(jnp.asarray(tensors["examples.images"]))
+    np.testing.assert_allclose(tensors["examples.latents"], means, rtol=1e-6, atol=1e-6)
+    doubling, _ = read_browser_file(files / "doubling-laptop.vncaweb")
+    assert doubling["decoder"]["kind"] == "doubling" and doubling["decoder"]["residual_blocks"] == 1
+    assert (files / "doubling-laptop.vncaweb").stat().st_size < 100_000  # small enough for a page
+
+
+def test_a_changed_or_cut_file_is_refused(tmp_path):
+    path = tmp_path / "m.vncaweb"
+    write_browser_file(path, {"a": np.arange(6, dtype=np.float32).reshape(2, 3)}, {"name": "m"})
+    header, tensors = read_browser_file(path)
+    np.testing.assert_array_equal(tensors["a"], np.arange(6).reshape(2, 3))
+    raw = bytearray(path.read_bytes())
+    raw[-1] ^= 1
+    (tmp_path / "changed.vncaweb").write_bytes(bytes(raw))
+    with pytest.raises(BrowserFileError, match="checksum"):
+        read_browser_file(tmp_path / "changed.vncaweb")
+    (tmp_path / "cut.vncaweb").write_bytes(path.read_bytes()[:-4])
+    with pytest.raises(BrowserFileError, match="checksum"):
+        read_browser_file(tmp_path / "cut.vncaweb")
+    (tmp_path / "other.vncaweb").write_bytes(b"PK\x03\x04" + bytes(20))
+    with pytest.raises(BrowserFileError, match="not a vnca file"):
+        read_browser_file(tmp_path / "other.vncaweb")
+
+
+def test_only_nca_decoders_go_to_a_page(tmp_path, data_dir):
+    with pytest.raises(BrowserFileError, match="only the NCA decoders.*ConvDecoder"):
+        export_for_browser("baseline-laptop", tmp_path / "b.vncaweb")
+    assert not (tmp_path / "b.vncaweb").exists()
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def page(files, browser):
+    shutil.copy(SCRIPT, files / SCRIPT.name)
+    (files / "harness.html").write_text(  # no favicon request
+        f'<!doctype html><link rel="icon" href="data:,"><script src="{SCRIPT.name}"></script>')
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(files)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    page = browser.new_page()
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+    page.goto(f"http://127.0.0.1:{httpd.server_port}/harness.html", wait_until="load")
+    yield page
+    assert errors == []
+    page.close()
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _js(page, body: str, *args):
+    """Run `body` with the loaded decoders `nd` and `db` in scope; returns what it returns."""
+    return page.evaluate(f"""async (args) => {{
+        const nd = await VNCALive.load("nondoubling-laptop.vncaweb");
+        const db = await VNCALive.load("doubling-laptop.vncaweb");
+        {body}
+    }}""", list(args))
+
+
+@pytest.mark.slow
+def test_javascript_nondoubling_steps_equal_jax(page, files):
+    model = pretrained.load("nondoubling-laptop")
+    decoder = model.decoder
+    steps = decoder.config.test_steps
+    got = np.array(_js(page, """
+        const {state, side} = nd.seed(nd.latent(1));
+        for (let s = 0; s < args[0]; s++) nd.step(state, side, 1);
+        return Array.from(state);""", steps), np.float32).reshape(32, 32, -1)
+    _, tensors = read_browser_file(files / "nondoubling-laptop.vncaweb")
+    z = jnp.asarray(tensors["examples.latents"][1])
+    want = np.asarray(run(decoder.rule, decoder.seed(z), steps))
+    np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3)
+    # the picture: the same digit, pixel for pixel
+    pixels = np.array(_js(page, """
+        const {state, side} = nd.seed(nd.latent(1));
+        for (let s = 0; s < args[0]; s++) nd.step(state, side, 1);
+        return Array.from(nd.pixels(state, side));""", steps)).reshape(32, 32)
+    np.testing.assert_allclose(pixels, jax.nn.sigmoid(want[..., 0]), atol=1e-4)
+
+
+@pytest.mark.slow
+def test_javascript_doubling_growth_equals_jax(page, files):
+    model = pretrained.load("doubling-laptop")
+    decoder = model.decoder
+    got = _js(page, """
+        const sides = [];
+        const grid = db.growDoubling(db.latent(2), (g, what) => sides.push([g.side, what]), 1);
+        return {state: Array.from(grid.state), sides};""")
+    c = decoder.config
+    assert got["sides"][0] == [1, "seed"] and got["sides"][-1] == [32, "step"]
+    assert len(got["sides"]) == 1 + c.doublings * (1 + c.steps_per_doubling)
+    _, tensors = read_browser_file(files / "doubling-laptop.vncaweb")
+    state, _ = decoder.grow(jnp.asarray(tensors["examples.latents"][2]))
+    np.testing.assert_allclose(np.array(got["state"], np.float32).reshape(state.shape), state, rtol=1e-3, atol=1e-3)
+    # one doubling alone is exact
+    small = np.array(_js(page, """
+        const s = Float32Array.from({length: 2 * 2 * 32}, (_, k) => k);
+        return Array.from(db.double(s, 2).state);"""), np.float32)
+    np.testing.assert_array_equal(small.reshape(4, 4, 32), double(jnp.arange(2 * 2 * 32.0).reshape(2, 2, 32)))
+
+
+@pytest.mark.slow
+def test_damage_zeroes_exactly_the_cells_in_the_brush(page):
+    got = np.array(_js(page, """
+        const {state, side} = nd.seed(nd.latent(0));
+        nd.damage(state, side, 10, 20, 4);
+        return Array.from(state);"""), np.float32).reshape(32, 32, 32)
+    y, x = np.mgrid[:32, :32]
+    brush = (x - 10) ** 2 + (y - 20) ** 2 <= 16
+    assert brush.sum() == 49
+    assert np.all(got[brush] == 0) and np.all(np.any(got[~brush] != 0, axis=-1))
+
+
+@pytest.mark.slow
+def test_a_changed_file_is_refused_in_the_browser(page, files):
+    raw = bytearray((files / "doubling-laptop.vncaweb").read_bytes())
+    raw[-5] ^= 1
+    (files / "changed.vncaweb").write_bytes(bytes(raw))
+    message = page.evaluate("""async () => {
+        try { await VNCALive.load("changed.vncaweb"); return "loaded"; }
+        catch (e) { return e.message; } }""")
+    assert "checksum" in message
+
+
+def test_the_export_web_command(tmp_path, data_dir):
+    from conftest import vnca_command
+
+    out = tmp_path / "d.vncaweb"
+    done = vnca_command("export-web", "doubling-laptop", "--out", str(out), "--examples", "3")
+    assert done.returncode == 0, done.stderr
+    assert f"{out}: doubling decoder, 3 examples" in done.stdout
+    assert read_browser_file(out)[0]["name"] == "doubling-laptop"
+    refused = vnca_command("export-web", "baseline-laptop", "--out", str(tmp_path / "b.vncaweb"))
+    assert refused.returncode == 2 and "only the NCA decoders" in refused.stderr
+    assert "Traceback" not in refused.stderr and not (tmp_path / "b.vncaweb").exists()
+    unknown = vnca_command("export-web", "nope", "--out", str(tmp_path / "n.vncaweb"))
+    assert unknown.returncode == 2 and "nope" in unknown.stderr
