@@ -352,6 +352,9 @@
     };
     root.append(el("div", { class: "vnca-live-stage" }, canvas, targetBox,
                    channelBox), controls);
+    // for scripts (and the book's tests): the running state
+    root.vnca = { decoder, grid: () => grid, steps: () => steps,
+                  pause: () => { if (playing) play.click(); }, reset };
     showTarget(0);
     draw();
     requestAnimationFrame(tick);
@@ -394,6 +397,11 @@
       } }),
       mix.node, caption);
     root.append(el("div", { class: "vnca-live-stage" }, canvas), controls);
+    // for scripts (and the book's tests): the latest growth, once shown
+    root.vnca = { decoder, slider: mix.input, grow,
+                  done: () => stages.length > 0 && shown >= stages.length,
+                  pixels: () => stages[stages.length - 1].pixels,
+                  latents: () => [a, b] };
     grow();
   }
 

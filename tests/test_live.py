@@ -184,3 +184,52 @@ def test_the_export_web_command(tmp_path, data_dir):
     assert "Traceback" not in refused.stderr and not (tmp_path / "b.vncaweb").exists()
     unknown = vnca_command("export-web", "nope", "--out", str(tmp_path / "n.vncaweb"))
     assert unknown.returncode == 2 and "nope" in unknown.stderr
+
+
+@pytest.fixture(scope="module")
+def demo(page, files):
+    (files / "demo.html").write_text(
+        '<!doctype html><link rel="icon" href="data:,"><script src="vnca-live.js"></script>'
+        '<div class="vnca-live" id="nd" data-model="nondoubling-laptop.vncaweb"></div>'
+        '<div class="vnca-live" id="db" data-model="doubling-laptop.vncaweb"></div>')
+    page.goto(page.url.replace("harness.html", "demo.html"), wait_until="load")
+    page.wait_for_function("() => document.querySelectorAll('.vnca-live-ready').length == 2")
+    return page
+
+
+@pytest.mark.slow
+def test_a_scripted_drag_zeroes_exactly_the_cells_under_the_brush(demo):
+    demo.evaluate("() => { const v = document.getElementById('nd').vnca; v.pause(); v.reset(); }")
+    box = demo.locator("#nd canvas.vnca-live-canvas").bounding_box()
+    start, end, moves = (box["x"] + 40.5, box["y"] + 60.5), (box["x"] + 200.5, box["y"] + 120.5), 8
+    demo.mouse.move(*start)
+    demo.mouse.down()
+    demo.mouse.move(*end, steps=moves)
+    demo.mouse.up()
+    state = np.array(demo.evaluate("() => Array.from(document.getElementById('nd').vnca.grid().state)"),
+                     np.float32).reshape(32, 32, 32)
+    brush = int(demo.evaluate("() => document.querySelectorAll('#nd input[type=range]')[1].value"))
+    points = [start] + [(start[0] + (end[0] - start[0]) * i / moves, start[1] + (end[1] - start[1]) * i / moves)
+                        for i in range(1, moves + 1)]
+    y, x = np.mgrid[:32, :32]
+    expected = np.zeros((32, 32), bool)
+    for px, py in points:
+        cx, cy = int((px - box["x"]) / box["width"] * 32), int((py - box["y"]) / box["height"] * 32)
+        expected |= (x - cx) ** 2 + (y - cy) ** 2 <= brush**2
+    zeroed = np.all(state == 0, axis=-1)
+    np.testing.assert_array_equal(zeroed, expected)
+    assert 0 < expected.sum() < 32 * 32 and demo.evaluate("() => document.getElementById('nd').vnca.steps()") == 0
+
+
+@pytest.mark.slow
+def test_the_interpolation_slider_ends_on_the_two_decoded_latents(demo, files):
+    model = pretrained.load("doubling-laptop")
+    _, tensors = read_browser_file(files / "doubling-laptop.vncaweb")
+    a, b = demo.evaluate("() => document.getElementById('db').vnca.latents()")
+    for value, index in ((1, b), (0, a)):
+        demo.evaluate(f"""() => {{ const s = document.getElementById('db').vnca.slider;
+            s.value = {value}; s.dispatchEvent(new Event('input')); }}""")
+        demo.wait_for_function("() => document.getElementById('db').vnca.done()")
+        shown = np.array(demo.evaluate("() => Array.from(document.getElementById('db').vnca.pixels())"))
+        logits = model.decoder(jnp.asarray(tensors["examples.latents"][index]))
+        np.testing.assert_allclose(shown.reshape(32, 32), jax.nn.sigmoid(logits), atol=1e-4)

@@ -117,3 +117,20 @@ def test_notebook_markdown_has_no_myst_and_hides_solutions(path):
     repo = chapter_notebooks.repository(ROOT)
     for target in re.findall(rf"\]\({re.escape(repo.url)}/blob/{repo.branch}/([^)#]+)", markdown):
         assert (ROOT / target).is_file(), target  # every link names a file that exists
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_diagrams_travel_inside_the_notebook(path):
+    import base64
+    import re
+
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type != "markdown":
+            continue
+        assert "](figures/" not in cell.source  # nothing points at a folder the notebook lacks
+        for name in re.findall(r"\]\(attachment:([\w.-]+)\)", cell.source):
+            svg = base64.b64decode(cell.attachments[name]["image/svg+xml"])
+            assert svg == (ROOT / "book" / "figures" / name).read_bytes()
+    if path.stem in ("intro", "nca", "doubling"):
+        assert any(c.get("attachments") for c in nb.cells), "its diagram is missing"

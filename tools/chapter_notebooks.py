@@ -15,6 +15,7 @@ shows it; it carries the tag `vnca-install`. The repository is the one setting `
 from __future__ import annotations
 
 import argparse
+import base64
 import re
 import sys
 from dataclasses import dataclass
@@ -141,6 +142,18 @@ def plain_markdown(text: str, repo: Repository, notebooks: set[str]) -> str:
     return CHAPTER_LINK.sub(link, DROPDOWN.sub(details, text))
 
 
+FIGURE = re.compile(r"!\[(?P<alt>[^\]]*)\]\(figures/(?P<name>[\w.-]+\.svg)\)")
+
+
+def attach_figures(cell, folder: Path) -> None:
+    """A chapter's diagrams (book/figures/*.svg) travel inside its notebook, as attachments of the
+    Markdown cell that shows them: a notebook opened alone has no figures folder beside it."""
+    for m in FIGURE.finditer(cell.source):
+        svg = (folder / "figures" / m["name"]).read_bytes()
+        cell.setdefault("attachments", {})[m["name"]] = {"image/svg+xml": base64.b64encode(svg).decode()}
+    cell.source = FIGURE.sub(lambda m: f"![{m['alt']}](attachment:{m['name']})", cell.source)
+
+
 def notebook(path: Path, repo: Repository, notebooks: set[str]) -> nbformat.NotebookNode:
     """The chapter at `path` as an output-free notebook that starts with the install cell."""
     nb = jupytext.reads(path.read_text(encoding="utf-8"), fmt="md:myst")
@@ -150,6 +163,7 @@ def notebook(path: Path, repo: Repository, notebooks: set[str]) -> nbformat.Note
             cell.execution_count = None
         elif cell.cell_type == "markdown":
             cell.source = plain_markdown(cell.source, repo, notebooks)
+            attach_figures(cell, path.parent)
     install = nbformat.v4.new_code_cell(INSTALL.format(url=repo.url, ref=repo.branch, wheel=wheel_name()),
                                         metadata={"tags": [INSTALL_TAG, "remove-cell"]})
     nb.cells.insert(0, install)
