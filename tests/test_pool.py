@@ -140,6 +140,30 @@ def test_return_to_pool_overwrites_the_batch_slots_then_shuffles():
     np.testing.assert_array_equal(again.targets, out.targets)  # the same key, the same order
 
 
+def test_without_damage_pool_rows_start_from_their_stored_state_intact(model):
+    x, pool = _batch(8), _full_pool(16)
+    _, finals, _, used = pooled_batch_elbo(model, pool, x, jax.random.key(2), jax.random.key(3), 3,
+                                          with_damage=False)
+    from_pool, _ = pool_rows(8)
+    assert float(used) == 0.5
+    for row in np.flatnonzero(from_pool):  # untrained rule: the final state is the start state
+        np.testing.assert_array_equal(finals[row], pool.states[row * 2])
+
+
+def test_the_no_damage_ablation_needs_a_pool_and_trains_from_the_command_line(tmp_path, data_dir):
+    from conftest import vnca_command
+    from vnca.train import load_run, train_config
+
+    with pytest.raises(ValueError, match="damage=False needs a pool"):
+        train_config("nondoubling", "smoke", pool_size=0, damage=False)
+    assert train_config("nondoubling", "smoke").damage  # the paper's: damage
+    done = vnca_command("train", "--model", "nondoubling", "--profile", "smoke", "--steps", "5", "--no-damage",
+                        "--no-progress", "--out", tmp_path / "run")
+    assert done.returncode == 0, done.stderr[-2000:]
+    state, config = load_run(tmp_path / "run" / "checkpoint.vnca")
+    assert int(state.step) == 5 and config.pool_size and not config.damage
+
+
 def test_pool_configuration_errors_are_clear():
     from vnca.train import train_config
 

@@ -114,14 +114,16 @@ def pooled_batch_elbo(
     key: PRNGKeyArray,
     damage_key: PRNGKeyArray,
     steps,
+    with_damage: bool = True,
 ):
     """Batch-mean ELBO terms with every second row from the pool; also the
     final states and targets of all rows, and the fraction of rows that came
-    from the pool."""
+    from the pool. `with_damage=False` damages none (an ablation)."""
     b = x.shape[0]
     pool_row, damaged_row = pool_rows(b)
     filled = _slots(pool.filled, b)
     from_pool, damaged = pool_row & filled, damaged_row & filled
+    damaged = damaged & with_damage
     terms, finals, targets = jax.vmap(
         pooled_elbo, in_axes=(None, 0, 0, 0, 0, 0, 0, 0, None)
     )(

@@ -128,6 +128,9 @@ class TrainConfig:
     pool_size: int = 0
     # not the paper's (see the pool chapter); 0: none
     state_penalty: float = 0.0
+    # damage a quarter of each batch's pool rows (the paper's); False: a pool
+    # without damage, an ablation
+    damage: bool = True
     # Not the paper's; for the laptop non-doubling recipe (see the laptop
     # chapter): a shipped model whose encoder starts this one; "": random
     encoder_from: str = ""
@@ -200,6 +203,10 @@ class TrainConfig:
             raise ValueError(
                 "state_penalty must be 0, or positive "
                 f"with a pool; got {self.state_penalty}"
+            )
+        if not self.damage and not self.pool_size:
+            raise ValueError(
+                "damage=False needs a pool: damage only ever hits pool rows"
             )
 
     def to_json(self) -> dict:
@@ -354,7 +361,13 @@ def train_step(
             )
         else:
             terms, *returned = pooled_batch_elbo(
-                model, state.pool, batch, elbo_key, damage_key, steps
+                model,
+                state.pool,
+                batch,
+                elbo_key,
+                damage_key,
+                steps,
+                with_damage=config.damage,
             )
         overflow = 0.0 if state.pool is None else state_overflow(returned[0])
         objective = terms.elbo
@@ -805,6 +818,12 @@ def add_train_command(commands) -> None:
         "1 in laptop, else 0)",
     )
     train.add_argument(
+        "--no-damage",
+        action="store_true",
+        help="non-doubling with a pool only: damage no pool rows "
+        "(an ablation; the paper damages a quarter of them)",
+    )
+    train.add_argument(
         "--encoder-from",
         metavar="NAME",
         help="start the encoder from a shipped "
@@ -847,6 +866,7 @@ def train_command(args) -> int:
             ("seed", args.seed),
             ("pool_size", args.pool_size),
             ("state_penalty", args.state_penalty),
+            ("damage", False if args.no_damage else None),
             ("encoder_from", args.encoder_from),
             ("decoder_first", args.decoder_first),
             ("kl_warmup", args.kl_warmup),
