@@ -105,11 +105,15 @@ def test_book_records_are_the_shipped_ones_then_the_checkouts_then_yours(tmp_pat
     monkeypatch.chdir(book)
     monkeypatch.setenv("VNCA_RUNS", str(tmp_path / "runs"))
     shipped = by_key(book_records())
-    for name, entry in pretrained.manifest().items():
+    for name in pretrained.names(ablations=False):
+        entry = pretrained.manifest()[name]
         record = shipped["laptop", entry["model"]]
         assert record["log_likelihood"] == entry["evaluation"]["log_likelihood"]
         assert record["images"] == entry["evaluation"]["images"] and record["step"] == entry["step"]
-    assert len(shipped) == len(pretrained.manifest())
+    # The pool chapter's ablations are shipped too, as "custom" records that no table column shows.
+    assert {key for key in shipped if key[0] == "laptop"} == {
+        ("laptop", model) for model in ("baseline", "doubling", "nondoubling")}
+    assert {scale for scale, _ in shipped} <= {"laptop", "custom"}
     # A checkout's results/ replaces a shipped record; your own runs' records come last.
     (book.parent / "results").mkdir()
     (book.parent / "results" / "doubling-laptop.json").write_text(json.dumps(
@@ -134,6 +138,7 @@ def test_evaluate_command(tmp_path, smoke_run):
     assert record["model"] == "baseline" and record["scale"] == "smoke" and record["samples"] == 4
     assert record["images"] == 24 and record["step"] == 2 and record["test_images"] == 10_000
     assert record["log_likelihood"] < 0 and record["standard_error"] > 0 and record["images_per_second"] > 0
+    assert record["precision"] == "highest"
     assert "log p(x) >=" in first.stdout
     again = subprocess.run([*args[:2], str(run / "checkpoint.vnca"), *args[3:], "--out", str(tmp_path / "again.json"),
                             # 5 images per CPU device: the last batch is part empty
@@ -147,3 +152,67 @@ def test_evaluate_command(tmp_path, smoke_run):
                          ([str(run), "--images", "20000"], "images must be between 1 and 10000")]:
         result = subprocess.run([str(vnca), "evaluate", *bad], capture_output=True, text=True, timeout=900)
         assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
+
+
+def test_a_stopped_evaluation_resumes_from_its_saved_blocks_with_the_same_numbers(tmp_path, smoke_run, data_dir,
+                                                                                 monkeypatch):
+    import jax
+    import vnca.evaluate
+    from vnca.data import load_binarized_mnist
+    from vnca.evaluate import image_bounds, saved_bounds
+    from vnca.train import load_run
+
+    run = smoke_run("baseline")
+    model = load_run(run / "checkpoint.vnca")[0].model
+    test = load_binarized_mnist(data_dir).test
+    rows = np.array([5, 17, 900, 3000, 42, 7777, 12, 9999, 1, 2])
+    whole = image_bounds(model, test[rows], jax.random.key(3), samples=4, indices=rows)
+    partial = tmp_path / "evaluation.json.partial"
+
+    calls = []
+    def stopped_after_one_block(*args, **kwargs):
+        if calls:
+            raise KeyboardInterrupt  # the laptop's lid closes
+        calls.append(len(args[1]))
+        return image_bounds(*args, **kwargs)
+    monkeypatch.setattr(vnca.evaluate, "image_bounds", stopped_after_one_block)
+    with pytest.raises(KeyboardInterrupt):
+        saved_bounds(model, test, rows, 3, partial, block=4, samples=4, progress=False)
+    saved = json.loads(partial.read_text())
+    assert calls == [4] and len(saved["bounds"]) == 4 and saved["seconds"] > 0
+
+    resumed = []
+    def counted(*args, **kwargs):
+        resumed.append(len(args[1]))
+        return image_bounds(*args, **kwargs)
+    monkeypatch.setattr(vnca.evaluate, "image_bounds", counted)
+    bounds, seconds = saved_bounds(model, test, rows, 3, partial, block=4, samples=4, progress=False)
+    assert resumed == [4, 2]  # only the images not yet saved
+    np.testing.assert_array_equal(bounds, whole)  # exactly the uninterrupted numbers
+    assert seconds > saved["seconds"]
+    again, _ = saved_bounds(model, test, rows, 3, partial, block=4, samples=4, progress=False)
+    assert resumed == [4, 2] and np.array_equal(again, whole)  # all saved: nothing recomputed
+
+    for other in [dict(seed=4), dict(samples=8), dict(rows=rows[:-1])]:
+        args = dict(seed=3, samples=4, rows=rows) | other
+        with pytest.raises(ValueError, match="another evaluation"):
+            saved_bounds(model, test, args["rows"], args["seed"], partial, samples=args["samples"], progress=False)
+    changed = jax.tree.map(lambda x: x + 1e-3 if isinstance(x, jax.Array) else x, model)
+    with pytest.raises(ValueError, match="another evaluation"):
+        saved_bounds(changed, test, rows, 3, partial, samples=4, progress=False)
+
+
+def test_evaluate_command_resumes_from_its_partial_file_and_deletes_it(tmp_path, smoke_run):
+    vnca = Path(sys.executable).parent / "vnca"
+    run = smoke_run("baseline")
+    out = tmp_path / "record.json"
+    args = [str(vnca), "evaluate", str(run), "--samples", "2", "--images", "6", "--out", str(out), "--no-progress"]
+    partial = tmp_path / "record.json.partial"
+    partial.write_text(json.dumps({"of": {"weights": "another model"}, "bounds": [], "seconds": 0.0}))
+    refused = subprocess.run(args, capture_output=True, text=True, timeout=900)
+    assert refused.returncode == 2 and "holds part of another evaluation" in refused.stderr, refused.stderr[-2000:]
+    assert not out.exists() and partial.exists()
+    partial.unlink()
+    done = subprocess.run(args, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(out.read_text())["images"] == 6 and not partial.exists()

@@ -208,3 +208,31 @@ def test_state_penalty_enters_the_loss_and_needs_a_pool():
     assert float(without["overflow"]) > 0
     assert float(penalised["overflow"]) == pytest.approx(float(without["overflow"]))
     assert float(penalised["loss"]) == pytest.approx(float(without["loss"]) + 0.5 * float(without["overflow"]), rel=1e-5)
+
+
+def test_grown_for_long_runs_the_decoder_and_damages_once(model):
+    from vnca.nca import run
+    from vnca.pool import grown_for_long
+    from vnca.vae import bernoulli_log_likelihood
+
+    # Untrained, the update rule is zero; perturb it so that the steps change the grid.
+    leaves, tree = jax.tree.flatten(model)
+    noise = jax.random.split(jax.random.key(9), len(leaves))
+    model = jax.tree.unflatten(tree, [leaf + 0.05 * jax.random.normal(k, leaf.shape)
+                                      if eqx.is_inexact_array(leaf) else leaf for leaf, k in zip(leaves, noise)])
+    x = _batch(3)
+    hit, hit_means = grown_for_long(model, x, jax.random.key(4), steps=12, damage_at=5)
+    kept, kept_means = grown_for_long(model, x, jax.random.key(4), steps=12, damage_at=None)
+    assert hit.shape == (3, 12) and hit_means.shape == (3, 12, 32, 32)
+    # Without damage: the decoder's own steps from the encoder mean, scored after each.
+    z = jax.vmap(model.encoder)(x)[0]
+    for i in range(3):
+        _, states = run(model.decoder.rule, model.decoder.seed(z[i]), 12, trajectory=True)
+        np.testing.assert_allclose(kept_means[i], jax.nn.sigmoid(states[..., 0]), atol=1e-5)
+        np.testing.assert_allclose(kept[i], jax.vmap(bernoulli_log_likelihood, (0, None))(states[..., 0], x[i]),
+                                   rtol=1e-5)
+    # With damage: the same up to step 4; at step 5 one 16x16 square is zeroed (p = 1/2); then it differs.
+    np.testing.assert_array_equal(hit[:, :4], kept[:, :4])
+    square = np.asarray(hit_means[:, 4] == 0.5) & np.asarray(kept_means[:, 4] != 0.5)
+    assert [int(s.sum()) for s in square] == [256] * 3
+    assert not np.allclose(hit[:, 5:], kept[:, 5:])

@@ -1,6 +1,7 @@
 """Train, evaluate and ship the laptop-scale models (the chapter "A VNCA on a laptop").
 
     python tools/laptop_models.py doubling baseline nondoubling   # in that order, resumable
+    python tools/laptop_models.py nopool nodamage --images 500    # the pool chapter's ablations
 
 For each model: `vnca train --profile laptop` into runs/<model>-laptop (resumed if stopped, its wall
 time added up in training.json), `vnca evaluate` with K = 128 on all 10,000 test images (`--images` fewer) into
@@ -21,9 +22,22 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 VNCA = str(Path(sys.executable).parent / "vnca")
+# The pool chapter's ablations: the non-doubling laptop recipe less one ingredient.
+ABLATIONS = {
+    "nopool": (["--pool-size", "0", "--state-penalty", "0"], "no pool"),
+    "nodamage": (["--no-damage"], "a pool without damage"),
+}
 
 
-def train(model: str, run: Path) -> dict:
+def model_of(choice: str) -> str:
+    return "nondoubling" if choice in ABLATIONS else choice
+
+
+def name_of(choice: str) -> str:
+    return f"nondoubling-laptop-{choice}" if choice in ABLATIONS else f"{choice}-laptop"
+
+
+def train(model: str, run: Path, extra: list[str]) -> dict:
     from vnca.checkpoint import read_metadata
     from vnca.data import atomic_write
     from vnca.pretrained import git_commit
@@ -36,7 +50,7 @@ def train(model: str, run: Path) -> dict:
     if checkpoint.exists() and read_metadata(checkpoint)["step"] >= steps:
         return facts
     start = time.time()
-    args = [VNCA, "train", "--model", model, "--profile", "laptop", "--out", str(run), "--no-progress"]
+    args = [VNCA, "train", "--model", model, "--profile", "laptop", "--out", str(run), "--no-progress", *extra]
     result = subprocess.run(args + (["--resume"] if checkpoint.exists() else []))
     seconds = time.time() - start
     facts["wall_seconds"] += seconds
@@ -52,16 +66,14 @@ def train(model: str, run: Path) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("models", nargs="+", choices=["baseline", "doubling", "nondoubling"])
+    parser.add_argument("models", nargs="+", choices=["baseline", "doubling", "nondoubling", *ABLATIONS])
     parser.add_argument("--runs", type=Path, default=ROOT / "runs")
     parser.add_argument("--images", type=int, default=10_000)
     args = parser.parse_args()
-    from vnca import pretrained
-
-    for model in args.models:
-        name = f"{model}-laptop"
+    for choice in args.models:
+        name = name_of(choice)
         run = args.runs / name
-        facts = train(model, run)
+        facts = train(model_of(choice), run, ABLATIONS[choice][0] if choice in ABLATIONS else [])
         record_path = ROOT / "results" / f"{name}.json"
         if not record_path.exists():
             subprocess.run([VNCA, "evaluate", str(run), "--images", str(args.images), "--out", str(record_path),
@@ -70,8 +82,11 @@ def main() -> int:
         kept.mkdir(parents=True, exist_ok=True)
         for file in ("metrics.jsonl", "metrics.png", "config.json", "training.json"):
             shutil.copy(run / file, kept / file)
+        from vnca import pretrained  # here, so that a long training run ships with the code of its end
+
         entry = pretrained.ship(name, run, json.loads(record_path.read_text()),
-                                training={k: facts[k] for k in ("wall_seconds", "cpus", "processor")})
+                                training={k: facts[k] for k in ("wall_seconds", "cpus", "processor")},
+                                **({"ablation": ABLATIONS[choice][1]} if choice in ABLATIONS else {}))
         print(f"shipped {name}: {entry['bytes'] / 1e6:.1f} MB, bound {entry['evaluation']['log_likelihood']:.2f}"
               f" ± {entry['evaluation']['standard_error']:.2f}", flush=True)
     return 0

@@ -6,6 +6,7 @@
 """Test-set evaluation: the importance-weighted bound with K samples,
 chunked, over all devices."""
 
+import hashlib
 import json
 import math
 import time
@@ -18,6 +19,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm import tqdm
 
 from vnca.data import atomic_write, load_binarized_mnist
+from vnca.nca import on_cpu
 from vnca.train import (
     CHECKPOINT,
     SMOKE_MODELS,
@@ -28,6 +30,9 @@ from vnca.train import (
     train_config,
 )
 from vnca.vae import VAE, importance_weighted_bound
+
+
+PRECISION = "highest"  # of matrix products and convolutions; see below
 
 
 @eqx.filter_jit
@@ -44,7 +49,9 @@ def _bounds(
             model, x, jax.random.fold_in(key, index), samples, chunk
         )
 
-    return jax.vmap(one)(images, indices)
+    # float32 products in full (TPUs default to one bfloat16 pass)
+    with jax.default_matmul_precision(PRECISION):
+        return jax.vmap(one)(images, indices)
 
 
 def image_bounds(
@@ -63,7 +70,7 @@ def image_bounds(
     in the test set, given by `indices`, default 0, 1, ...) samples with
     fold_in(key, j), so the numbers do not depend on the batching, the
     chunking or the devices."""
-    cpu = jax.default_backend() == "cpu"
+    cpu = on_cpu()
     chunk = (8 if cpu else 16) if chunk is None else chunk
     if samples < 1 or chunk < 1:
         raise ValueError(
@@ -137,6 +144,7 @@ RECIPE = (
     "clip_norm",
     "pool_size",
     "state_penalty",
+    "damage",
 )
 
 
@@ -184,9 +192,12 @@ def evaluate_model(
     batch_size: int | None = None,
     data=None,
     progress: bool = True,
+    partial: str | Path | None = None,
 ) -> dict:
     """The test-set bound of a model trained with `config` for `step` steps,
-    as a record; `source` says where the model came from."""
+    as a record; `source` says where the model came from. With `partial`, a
+    file, finished images are saved there as they come and a later call
+    picks up where it stopped (see `saved_bounds`)."""
     test = (data or load_binarized_mnist()).test
     if images is not None and not 1 <= images <= len(test):
         raise ValueError(
@@ -201,18 +212,22 @@ def evaluate_model(
             )
         )
     )
-    start = time.perf_counter()
-    bounds = image_bounds(
-        model,
-        test[rows],
-        jax.random.key(seed),
-        samples=samples,
-        chunk=chunk,
-        indices=rows,
-        batch_size=batch_size,
-        progress=progress,
-    )
-    seconds = time.perf_counter() - start
+    options = dict(samples=samples, chunk=chunk, batch_size=batch_size)
+    if partial is None:
+        start = time.perf_counter()
+        bounds = image_bounds(
+            model,
+            test[rows],
+            jax.random.key(seed),
+            indices=rows,
+            progress=progress,
+            **options,
+        )
+        seconds = time.perf_counter() - start
+    else:
+        bounds, seconds = saved_bounds(
+            model, test, rows, seed, partial, progress=progress, **options
+        )
     return {
         "model": config.model,
         "scale": run_scale(config, step),
@@ -226,6 +241,7 @@ def evaluate_model(
         "images_per_second": len(rows) / seconds,
         "device": jax.devices()[0].device_kind,
         "devices": jax.device_count(),
+        "precision": PRECISION,
         "jax": jax.__version__,
     }
 
@@ -235,7 +251,69 @@ def write_record(record: dict, path: str | Path) -> None:
     atomic_write(path, (json.dumps(record, indent=2) + "\n").encode())
 
 
-# ---- book/evaluate.md, code cell 5 ----
+# ---- book/evaluate.md, code cell 3 ----
+def weights_checksum(model: VAE) -> str:
+    """SHA-256 of a model's arrays, in order, with their shapes and types."""
+    digest = hashlib.sha256()
+    for leaf in jax.tree.leaves(eqx.filter(model, eqx.is_array)):
+        leaf = np.asarray(leaf)
+        digest.update(f"{leaf.dtype}{leaf.shape}".encode())
+        digest.update(leaf.tobytes())
+    return digest.hexdigest()
+
+
+def saved_bounds(
+    model: VAE,
+    test,
+    rows,
+    seed: int,
+    partial: str | Path,
+    *,
+    block: int = 128,
+    progress: bool = True,
+    **options,
+) -> tuple[np.ndarray, float]:
+    """The bounds of test images `rows` (as `image_bounds` with
+    key(seed) and `options`), `block` images at a time, each finished block
+    saved to the JSON file `partial`, and those already in it reused.
+    Returns the bounds and the seconds spent on them in all calls."""
+    partial, rows = Path(partial), np.asarray(rows)
+    of = {
+        "weights": weights_checksum(model),
+        "seed": seed,
+        "samples": options.get("samples", 128),
+        "rows": hashlib.sha256(rows.astype(np.int64).tobytes()).hexdigest(),
+    }
+    saved = {"of": of, "bounds": [], "seconds": 0.0}
+    if partial.exists():
+        saved = json.loads(partial.read_text())
+        if saved.get("of") != of:
+            raise ValueError(
+                f"{partial} holds part of another evaluation (another "
+                "model, seed, K or set of images); delete it to start over"
+            )
+    bar = tqdm(
+        total=len(rows),
+        initial=len(saved["bounds"]),
+        disable=not progress,
+        unit="image",
+        desc=f"K = {of['samples']}",
+    )
+    while len(saved["bounds"]) < len(rows):
+        start = time.perf_counter()
+        part = rows[len(saved["bounds"]) :][:block]
+        bounds = image_bounds(
+            model, test[part], jax.random.key(seed), indices=part, **options
+        )
+        saved["bounds"] += [float(b) for b in bounds]  # exact in JSON
+        saved["seconds"] += time.perf_counter() - start
+        atomic_write(partial, json.dumps(saved).encode())
+        bar.update(len(part))
+    bar.close()
+    return np.asarray(saved["bounds"], np.float32), saved["seconds"]
+
+
+# ---- book/evaluate.md, code cell 6 ----
 # model: (name, the paper's bound, the reproduction's), nats, K = 128
 PUBLISHED = {
     "doubling": ("doubling VNCA", "-84.23", "-84.15"),
@@ -268,9 +346,11 @@ def book_records() -> list[dict]:
 
     records = {}
     for entry in pretrained.manifest().values():
-        record = {"model": entry["model"], "scale": "laptop"}
+        config = TrainConfig.from_json(entry["recipe"])
+        scale = run_scale(config, entry["step"])  # an ablation: "custom"
+        record = {"model": entry["model"], "scale": scale}
         record.update(step=entry["step"], **entry["evaluation"])
-        records["laptop", entry["model"]] = record
+        records[scale, entry["model"]] = record
     for folder in (Path("../results"), runs_folder() / "results"):
         if folder.is_dir():
             for record in read_records(folder):
@@ -306,7 +386,7 @@ def results_table(
     return "\n".join(rows)
 
 
-# ---- book/evaluate.md, code cell 7 ----
+# ---- book/evaluate.md, code cell 8 ----
 import argparse
 import sys
 
@@ -355,7 +435,9 @@ def add_evaluate_command(commands) -> None:
         "--out",
         type=Path,
         help="the JSON file (default: RUN/evaluation.json, or "
-        "NAME-evaluation.json for a shipped model)",
+        "NAME-evaluation.json for a shipped model); finished images are "
+        "saved in OUT.partial until it is written, and a stopped "
+        "evaluation run again resumes from there",
     )
     evaluate.add_argument(
         "--data-dir", type=Path, help="a folder with the data files"
@@ -380,6 +462,9 @@ def evaluate_command(args) -> int:
             else checkpoint_path(args.run).parent / "evaluation.json"
         )
         check_writable(out)  # fail now, not after the evaluation
+        partial = out.with_name(out.name + ".partial")
+        if partial.exists():
+            print(f"vnca evaluate: resuming from {partial}", file=sys.stderr)
         record = evaluate_model(
             model,
             config,
@@ -392,6 +477,7 @@ def evaluate_command(args) -> int:
             batch_size=args.batch_size,
             data=load_binarized_mnist(args.data_dir),
             progress=not args.no_progress,
+            partial=partial,
         )
     except (ValueError, DataError, CheckpointError) as err:
         print(f"vnca evaluate: error: {err}", file=sys.stderr)
@@ -410,6 +496,7 @@ def evaluate_command(args) -> int:
             file=sys.stderr,
         )
         return 4
+    partial.unlink(missing_ok=True)  # the record holds it all now
     print(
         f"{record['model']} ({record['scale']}): log "
         f"p(x) >= {record['log_likelihood']:.2f} "

@@ -115,7 +115,7 @@ def check_kl(fn) -> bool:
     return passed("my_kl matches the closed-form KL and its gradients")
 
 
-# ---- book/nca.md, code cell 9 ----
+# ---- book/nca.md, code cell 10 ----
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -352,7 +352,7 @@ def check_optimiser(fn) -> bool:
     )
 
 
-# ---- book/pool.md, code cell 12 ----
+# ---- book/pool.md, code cell 15 ----
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -410,7 +410,7 @@ def check_damage(fn) -> bool:
     )
 
 
-# ---- book/evaluate.md, code cell 8 ----
+# ---- book/evaluate.md, code cell 9 ----
 import jax
 import jax.numpy as jnp
 import numpy as np

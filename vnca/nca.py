@@ -7,6 +7,9 @@
 per-cell layers to update, and `run` to apply it for many steps. A state is
 channels-last: (height, width, channels)."""
 
+import contextlib
+import contextvars
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -195,7 +198,7 @@ def run(
         one_step = jax.checkpoint(one_step)
 
     if unroll is None:
-        unroll = jax.default_backend() == "cpu"
+        unroll = on_cpu()
 
     def body(state, inputs):
         t, k = inputs
@@ -215,3 +218,29 @@ def run(
         body, state, (jnp.arange(length), keys), unroll=bool(unroll)
     )
     return (final, states) if trajectory else final
+
+
+# ---- book/nca.md, code cell 8 ----
+_TARGET = contextvars.ContextVar("vnca_target", default=None)
+
+
+def on_cpu() -> bool:
+    """Whether the code traced now is for a CPU: the backend's platform,
+    unless `compiling_for` names another."""
+    return (_TARGET.get() or jax.default_backend()) == "cpu"
+
+
+@contextlib.contextmanager
+def compiling_for(platform: str):
+    """Trace for `platform` ("cpu", "cuda" or "tpu") inside this block,
+    whatever the backend here: its code path (unrolled scans on a CPU
+    only, skipped steps elsewhere)."""
+    if platform not in ("cpu", "cuda", "rocm", "tpu"):
+        raise ValueError(f"unknown platform {platform!r}")
+    jax.clear_caches()  # traces for another platform must not be reused
+    token = _TARGET.set(platform)
+    try:
+        yield
+    finally:
+        _TARGET.reset(token)
+        jax.clear_caches()

@@ -8,10 +8,12 @@
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from einops import rearrange
 from jax.sharding import Sharding
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
+from vnca.nca import step
 from vnca.nondoubling import NonDoublingConfig
 from vnca.vae import (
     VAE,
@@ -175,3 +177,107 @@ def state_overflow(
         .sum(axis=(1, 2, 3))
         .mean()
     )
+
+
+# ---- book/pool.md, code cell 10 ----
+@eqx.filter_jit
+def grown_for_long(
+    model: VAE,
+    images: Float[Array, "n h w"],
+    key: PRNGKeyArray,
+    steps: int = 200,
+    damage_at: int | None = 40,
+) -> tuple[Float[Array, "n steps"], Float[Array, "n steps h w"]]:
+    """Each image grown from its encoder mean for `steps` steps, the grid
+    damaged (`damage`) right after step `damage_at` (None: never):
+    log p(image | grid) after every step, and the Bernoulli means."""
+    decoder = model.decoder
+    means = jax.vmap(model.encoder)(images)[0]
+
+    def one(z, x, key):
+        keys = jax.random.split(key, steps + 1)  # the damage's, each step's
+
+        def body(state, t):
+            state = step(
+                decoder.rule,
+                state,
+                keys[1 + t],
+                decoder.config.update_probability,
+            )
+            if damage_at is not None:
+                hit = damage(state, keys[0])
+                state = jnp.where(t + 1 == damage_at, hit, state)
+            logits = state[..., 0]
+            score = bernoulli_log_likelihood(logits, x)
+            return state, (score, jax.nn.sigmoid(logits))
+
+        return jax.lax.scan(body, decoder.seed(z), jnp.arange(steps))[1]
+
+    keys = jax.random.split(key, len(images))
+    return jax.vmap(one)(means, images, keys)
+
+
+# ---- book/pool.md, code cell 11 ----
+def ablation_figure(
+    models: dict,
+    images,
+    key: PRNGKeyArray,
+    steps: int = 200,
+    damage_at: int = 40,
+    frames: tuple[int, ...] = (20, 40, 50, 80, 120, 200),
+    shown: int = 0,
+    lowest: float = -600.0,
+):
+    """`grown_for_long` of each model in `models` (label: VAE): the mean
+    score over `images` by step, with and without damage, cut at `lowest`
+    nats, and frames of image `shown`. Returns the figure and the mean
+    scores by label."""
+    import matplotlib.pyplot as plt
+
+    images = jnp.asarray(images, jnp.float32)
+    fig = plt.figure(
+        figsize=(8, 2.8 + 1.2 * len(models)), layout="constrained"
+    )
+    grid = fig.add_gridspec(
+        1 + len(models),
+        1 + len(frames),
+        height_ratios=[2.2, *[1] * len(models)],
+    )
+    curves, scores = fig.add_subplot(grid[0, :]), {}
+    for i, (label, model) in enumerate(models.items()):
+        hit, means = grown_for_long(model, images, key, steps, damage_at)
+        kept, _ = grown_for_long(model, images, key, steps, None)
+        hit, kept = np.asarray(hit.mean(0)), np.asarray(kept.mean(0))
+        scores[label] = {"damaged": hit, "undamaged": kept}
+        t = np.arange(1, steps + 1)
+        legend, last = label, np.flatnonzero(np.minimum(hit, kept) >= lowest)
+        if len(last) and last[-1] < steps - 1:  # it leaves the chart for good
+            legend += f" (below {lowest:.0f} after step {last[-1] + 1})"
+        (line,) = curves.plot(t, hit, label=legend)
+        curves.plot(t, kept, "--", color=line.get_color())
+        picture = fig.add_subplot(grid[1 + i, 0])
+        picture.imshow(images[shown], cmap="gray_r")
+        picture.set_ylabel(label, fontsize=9)
+        if i == 0:
+            picture.set_title("the digit", fontsize=9)
+        for j, at in enumerate(frames, start=1):
+            ax = fig.add_subplot(grid[1 + i, j])
+            ax.imshow(means[shown, at - 1], cmap="gray_r", vmin=0, vmax=1)
+            if i == 0:
+                ax.set_title(
+                    f"step {at}" + (" (hit)" if at == damage_at else ""),
+                    fontsize=9,
+                )
+        for ax in fig.axes[-1 - len(frames) :]:
+            ax.set_xticks([]), ax.set_yticks([])
+    curves.axvline(damage_at, color="grey", lw=0.8)
+    curves.set(xlabel="step", ylabel="log p(x | grid), nats", xlim=(1, steps))
+    values = np.concatenate(
+        [np.concatenate(list(s.values())) for s in scores.values()]
+    )
+    low, high = max(lowest, values.min()), values.max()
+    curves.set_ylim(low - 0.05 * (high - low), high + 0.05 * (high - low))
+    curves.legend(
+        title=f"solid: damaged at step {damage_at}; dashed: not", fontsize=8
+    )
+    return fig, scores

@@ -44,9 +44,17 @@ def manifest(folder: str | Path | None = None) -> dict[str, dict]:
     return json.loads(path.read_text())["models"]
 
 
-def names(folder: str | Path | None = None) -> list[str]:
-    """The names of the shipped models."""
-    return sorted(manifest(folder))
+def names(
+    folder: str | Path | None = None, *, ablations: bool = True
+) -> list[str]:
+    """The names of the shipped models; without `ablations`, only those
+    trained with their recipe in full (the pool chapter's ablations each
+    lack one ingredient)."""
+    return sorted(
+        name
+        for name, entry in manifest(folder).items()
+        if ablations or "ablation" not in entry
+    )
 
 
 def _cast(model, dtype):
@@ -120,11 +128,13 @@ def ship(
     *,
     dtype: str = "float32",
     training: dict | None = None,
+    ablation: str | None = None,
     folder: str | Path | None = None,
 ) -> dict:
     """Write a run's trained model into the package as `name`, with its
     evaluation `record` and `training` facts (wall time, machine), and add
-    it to the manifest. Returns the entry."""
+    it to the manifest; `ablation` says what an ablation's recipe lacks.
+    Returns the entry."""
     folder = Path(folder or WEIGHTS)
     state, config = load_run(
         Path(run) / "checkpoint.vnca" if Path(run).is_dir() else run
@@ -166,6 +176,7 @@ def ship(
             **(training or {}),
         },
         "commit": git_commit(folder),
+        **({"ablation": ablation} if ablation else {}),
     }
     try:
         models = manifest(folder)

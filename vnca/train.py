@@ -33,7 +33,7 @@ from vnca.data import (
     remove_stale_parts,
 )
 from vnca.doubling import DoublingConfig, doubling_vnca
-from vnca.nca import scan
+from vnca.nca import on_cpu, scan
 from vnca.nondoubling import NonDoublingConfig, nondoubling_vnca, sample_steps
 from vnca.pool import (
     Pool,
@@ -435,7 +435,7 @@ def train_steps(
     )
     # On a CPU, a backward pass inside a loop runs many times slower (see `run`
     # in the NCA chapter): there the steps of a call are unrolled.
-    unroll = jax.default_backend() == "cpu"
+    unroll = on_cpu()
     return scan(
         lambda s, batch: train_step(config, s, batch, pool_sharding),
         state,
@@ -506,6 +506,17 @@ def _metadata(config: TrainConfig, step: int) -> dict:
     }
 
 
+# How a step is computed, not what: a run may resume with other values.
+HOW = ("remat", "unroll")
+
+
+def _what(config: TrainConfig) -> dict:
+    fields = config.to_json()
+    model = fields["model_config"]
+    fields["model_config"] = {k: v for k, v in model.items() if k not in HOW}
+    return fields
+
+
 def load_run(path: Path, config: TrainConfig | None = None):
     """The state and configuration saved in a checkpoint file (checked
     against `config`)."""
@@ -514,8 +525,8 @@ def load_run(path: Path, config: TrainConfig | None = None):
     if config is not None:
         checkpoint.check_compatible(
             path,
-            saved.to_json(),
-            config.to_json(),
+            _what(saved),
+            _what(config),
             ignore=("steps", "log_every", "checkpoint_every"),
         )
     state, _ = checkpoint.load(path, init_state(saved))
@@ -810,6 +821,13 @@ def add_train_command(commands) -> None:
         "cell updates at a step (default 1)",
     )
     train.add_argument(
+        "--remat",
+        action="store_true",
+        help="VNCAs only: recompute each NCA step's activations in the "
+        "backward pass instead of keeping them: less memory for one more "
+        "forward pass (see the scaling-out chapter's memory table)",
+    )
+    train.add_argument(
         "--state-penalty",
         type=float,
         help="non-doubling with a pool only: weight of the "
@@ -876,17 +894,24 @@ def train_command(args) -> int:
     stop = StopRequest()
     try:
         config = train_config(args.model, args.profile, **overrides)
-        if args.update_probability is not None:
-            if not hasattr(config.model_config, "update_probability"):
+        rule = {  # options of the NCA decoders
+            k: v
+            for k, v in [
+                ("update_probability", args.update_probability),
+                ("remat", True if args.remat else None),
+            ]
+            if v is not None
+        }
+        for field in rule:
+            if not hasattr(config.model_config, field):
+                option = "--" + field.replace("_", "-")
                 raise ValueError(
-                    f"--update-probability: the {args.model} model has no NCA"
+                    f"{option}: the {args.model} model has no NCA"
                 )
+        if rule:
             config = dataclasses.replace(
                 config,
-                model_config=dataclasses.replace(
-                    config.model_config,
-                    update_probability=args.update_probability,
-                ),
+                model_config=dataclasses.replace(config.model_config, **rule),
             )
         data = load_binarized_mnist(args.data_dir)
         if args.profile == "full":
