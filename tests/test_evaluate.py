@@ -140,11 +140,19 @@ def test_evaluate_command(tmp_path, smoke_run):
     assert record["log_likelihood"] < 0 and record["standard_error"] > 0 and record["images_per_second"] > 0
     assert record["precision"] == "highest"
     assert "log p(x) >=" in first.stdout
-    again = subprocess.run([*args[:2], str(run / "checkpoint.vnca"), *args[3:], "--out", str(tmp_path / "again.json"),
-                            # 5 images per CPU device: the last batch is part empty
-                            "--batch-size", str(5 * cpu_device_count(cpu_cores()))],
-                           capture_output=True, text=True, timeout=900)
+    again_args = [*args[:2], str(run / "checkpoint.vnca"), *args[3:], "--out", str(tmp_path / "again.json"),
+                  # 5 images per CPU device: the last batch is part empty
+                  "--batch-size", str(5 * cpu_device_count(cpu_cores()))]
+    # Finished images are kept in OUT.partial; one of another evaluation is refused, not overwritten.
+    partial = tmp_path / "again.json.partial"
+    partial.write_text(json.dumps({"of": {"weights": "another model"}, "bounds": [], "seconds": 0.0}))
+    refused = subprocess.run(again_args, capture_output=True, text=True, timeout=900)
+    assert refused.returncode == 2 and "holds part of another evaluation" in refused.stderr, refused.stderr[-2000:]
+    assert not (tmp_path / "again.json").exists() and partial.exists()
+    partial.unlink()
+    again = subprocess.run(again_args, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
+    assert not partial.exists()  # the record holds it all
     repeated = json.loads((tmp_path / "again.json").read_text())
     assert repeated["log_likelihood"] == pytest.approx(record["log_likelihood"], abs=1e-4)  # seeded per image
     for bad, message in [([str(tmp_path / "nowhere")], "no such run or checkpoint"),
@@ -154,16 +162,14 @@ def test_evaluate_command(tmp_path, smoke_run):
         assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
 
 
-def test_a_stopped_evaluation_resumes_from_its_saved_blocks_with_the_same_numbers(tmp_path, smoke_run, data_dir,
-                                                                                 monkeypatch):
+def test_a_stopped_evaluation_resumes_from_its_saved_blocks_with_the_same_numbers(tmp_path, data_dir, monkeypatch):
     import jax
     import vnca.evaluate
     from vnca.data import load_binarized_mnist
     from vnca.evaluate import image_bounds, saved_bounds
-    from vnca.train import load_run
+    from vnca.train import init_state, train_config
 
-    run = smoke_run("baseline")
-    model = load_run(run / "checkpoint.vnca")[0].model
+    model = init_state(train_config("baseline", "smoke")).model
     test = load_binarized_mnist(data_dir).test
     rows = np.array([5, 17, 900, 3000, 42, 7777, 12, 9999, 1, 2])
     whole = image_bounds(model, test[rows], jax.random.key(3), samples=4, indices=rows)
@@ -200,19 +206,3 @@ def test_a_stopped_evaluation_resumes_from_its_saved_blocks_with_the_same_number
     changed = jax.tree.map(lambda x: x + 1e-3 if isinstance(x, jax.Array) else x, model)
     with pytest.raises(ValueError, match="another evaluation"):
         saved_bounds(changed, test, rows, 3, partial, samples=4, progress=False)
-
-
-def test_evaluate_command_resumes_from_its_partial_file_and_deletes_it(tmp_path, smoke_run):
-    vnca = Path(sys.executable).parent / "vnca"
-    run = smoke_run("baseline")
-    out = tmp_path / "record.json"
-    args = [str(vnca), "evaluate", str(run), "--samples", "2", "--images", "6", "--out", str(out), "--no-progress"]
-    partial = tmp_path / "record.json.partial"
-    partial.write_text(json.dumps({"of": {"weights": "another model"}, "bounds": [], "seconds": 0.0}))
-    refused = subprocess.run(args, capture_output=True, text=True, timeout=900)
-    assert refused.returncode == 2 and "holds part of another evaluation" in refused.stderr, refused.stderr[-2000:]
-    assert not out.exists() and partial.exists()
-    partial.unlink()
-    done = subprocess.run(args, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert json.loads(out.read_text())["images"] == 6 and not partial.exists()
