@@ -236,3 +236,7 @@ def test_grown_for_long_runs_the_decoder_and_damages_once(model):
     square = np.asarray(hit_means[:, 4] == 0.5) & np.asarray(kept_means[:, 4] != 0.5)
     assert [int(s.sum()) for s in square] == [256] * 3
     assert not np.allclose(hit[:, 5:], kept[:, 5:])
+    with pytest.raises(ValueError, match="runs a non-doubling decoder; this model has a DoublingDecoder"):
+        from vnca.doubling import DoublingConfig, doubling_vnca
+        grown_for_long(doubling_vnca(DoublingConfig(latent=8, hidden=8), key=jax.random.key(0)), x,
+                       jax.random.key(4), steps=3)

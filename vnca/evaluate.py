@@ -36,7 +36,7 @@ PRECISION = "highest"  # of matrix products and convolutions; see below
 
 
 @eqx.filter_jit
-def _bounds(
+def batch_bounds(
     model: VAE,
     images: jax.Array,
     indices: jax.Array,
@@ -44,6 +44,9 @@ def _bounds(
     samples: int,
     chunk: int,
 ):
+    """The bound of each image of a batch, image i sampling with
+    fold_in(key, indices[i]): the compiled step of `image_bounds`."""
+
     def one(x, index):
         return importance_weighted_bound(
             model, x, jax.random.fold_in(key, index), samples, chunk
@@ -109,7 +112,7 @@ def image_bounds(
         desc=f"K = {samples}",
     ):
         part = slice(start, start + batch_size)
-        bounds = _bounds(
+        bounds = batch_bounds(
             model,
             jax.device_put(images[part], sharded),
             jax.device_put(indices[part], sharded),

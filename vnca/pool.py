@@ -14,7 +14,7 @@ from jax.sharding import Sharding
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
 from vnca.nca import step
-from vnca.nondoubling import NonDoublingConfig
+from vnca.nondoubling import NonDoublingConfig, NonDoublingDecoder
 from vnca.vae import (
     VAE,
     Terms,
@@ -192,6 +192,11 @@ def grown_for_long(
     damaged (`damage`) right after step `damage_at` (None: never):
     log p(image | grid) after every step, and the Bernoulli means."""
     decoder = model.decoder
+    if not isinstance(decoder, NonDoublingDecoder):
+        raise ValueError(
+            "grown_for_long runs a non-doubling decoder; this model has a "
+            f"{type(decoder).__name__}"
+        )
     means = jax.vmap(model.encoder)(images)[0]
 
     def one(z, x, key):

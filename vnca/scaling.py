@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from vnca.evaluate import _bounds
+from vnca.evaluate import batch_bounds
 from vnca.nca import compiling_for
 from vnca.train import TrainConfig, init_state, train_steps
 
@@ -78,7 +78,7 @@ def step_program(
     def evaluate(model, images, indices):
         model = eqx.combine(model, rest.model)
         key = jax.random.key(0)
-        return _bounds(model, images, indices, key, samples, chunk)
+        return batch_bounds(model, images, indices, key, samples, chunk)
 
     return jax.jit(evaluate), (arrays.model, *inputs)
 
