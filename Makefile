@@ -5,6 +5,8 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# Test processes (pytest-xdist), each taking whole test files: the book build runs beside the rest.
+TEST_WORKERS ?= 2
 
 # Chapters run with their working directory in book/, so a relative data folder is made absolute.
 ifneq ($(VNCA_DATA_DIR),)
@@ -32,7 +34,7 @@ book: setup
 	@echo "The site is at _build/html/index.html"
 
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 export: $(VENV)/.installed
 	$(BIN)/python tools/format_chapters.py

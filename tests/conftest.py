@@ -1,11 +1,32 @@
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# One JAX compilation cache for the session, shared by every process the tests start (pytest-xdist's
+# workers, the `vnca` command, the book's kernels, the 8-device scripts): the suite compiles the same
+# programs many times over, and on a CPU compiling is most of its time. XLA keys each entry on the
+# program, the compile options and the devices, so a hit is the very executable a compile would have
+# made. Set here, before any test module imports JAX; made fresh by the first process of each session
+# (the workers inherit it), so no earlier run's or the user's cache is ever read.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    JAX_CACHE = None  # a worker: its parent made the cache and removes it
+else:
+    JAX_CACHE = Path(tempfile.mkdtemp(prefix="vnca-tests-jax-cache-"))
+    os.environ.update(JAX_COMPILATION_CACHE_DIR=str(JAX_CACHE),
+                      JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                      JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+
+
+def pytest_unconfigure(config):
+    if JAX_CACHE is not None:
+        shutil.rmtree(JAX_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session", autouse=True)

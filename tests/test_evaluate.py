@@ -17,7 +17,7 @@ from vnca.evaluate import book_records, read_records, results_table, summarise
 
 SHARDED = textwrap.dedent("""
     import math
-    import jax, jax.numpy as jnp, numpy as np
+    import equinox as eqx, jax, jax.numpy as jnp, numpy as np
     from vnca.doubling import DoublingConfig, doubling_vnca
     from vnca.nondoubling import NonDoublingConfig, nondoubling_vnca
     from vnca.evaluate import image_bounds
@@ -25,16 +25,20 @@ SHARDED = textwrap.dedent("""
     from vnca.vae import bernoulli_log_likelihood, normal_log_density
     assert jax.device_count() == 8
 
-    def direct(model, x, key, samples):
-        # Written out without lax.map, chunks, batches or devices: all K samples at once.
-        mean, log_scale = model.encoder(x)
-        def log_weight(k):
-            sample_key, decoder_key = jax.random.split(k)
-            z = mean + jnp.exp(log_scale) * jax.random.normal(sample_key, mean.shape)
-            logits = model.decoder(z, key=decoder_key)
-            return bernoulli_log_likelihood(logits, x) + normal_log_density(z) - normal_log_density(z, mean, log_scale)
-        log_w = jax.vmap(log_weight)(jax.random.split(key, samples))
-        return jax.scipy.special.logsumexp(log_w) - math.log(samples)
+    @eqx.filter_jit  # one program per model: run op by op, this test took a minute longer
+    def direct(model, images, keys, samples=12):
+        # Written out without lax.map, chunks, batches or devices: all K samples of an image at once.
+        def bound(x, key):
+            mean, log_scale = model.encoder(x)
+            def log_weight(k):
+                sample_key, decoder_key = jax.random.split(k)
+                z = mean + jnp.exp(log_scale) * jax.random.normal(sample_key, mean.shape)
+                logits = model.decoder(z, key=decoder_key)
+                return (bernoulli_log_likelihood(logits, x) + normal_log_density(z)
+                        - normal_log_density(z, mean, log_scale))
+            log_w = jax.vmap(log_weight)(jax.random.split(key, samples))
+            return jax.scipy.special.logsumexp(log_w) - math.log(samples)
+        return jax.vmap(bound)(images, keys)
 
     images = (np.random.default_rng(0).random((11, 32, 32)) < 0.2).astype(np.float32)
     indices = np.array([3, 50, 7, 8, 9, 1000, 11, 12, 13, 14, 15])
@@ -50,8 +54,8 @@ SHARDED = textwrap.dedent("""
         noise = jax.random.split(jax.random.key(5), len(leaves))
         model = jax.tree.unflatten(tree, [l + 0.05 * jax.random.normal(k, l.shape) if hasattr(l, "dtype")
                                           and jnp.issubdtype(l.dtype, jnp.floating) else l for l, k in zip(leaves, noise)])
-        expected = np.array([float(direct(model, jnp.asarray(x), jax.random.fold_in(key, int(i)), 12))
-                             for x, i in zip(images, indices)])
+        expected = np.asarray(direct(model, jnp.asarray(images), jnp.stack([jax.random.fold_in(key, int(i))
+                                                                             for i in indices])))
         eight = image_bounds(model, images, key, samples=12, chunk=5, indices=indices, batch_size=8)
         one = image_bounds(model, images, key, samples=12, chunk=12, indices=indices, batch_size=3,
                            mesh=data_mesh(jax.devices()[:1]))
