@@ -44,8 +44,8 @@ def test_full_runs_go_where_they_outlive_the_session(monkeypatch, tmp_path):
     assert runs_folder(tmp_path) == tmp_path / "mine"
 
 
-@pytest.mark.parametrize("model, tpu, t4", [("baseline", "10 min", "15 min"), ("doubling", "40 min", "21 h"),
-                                            ("nondoubling", "2.5 h", "2 days")])
+@pytest.mark.parametrize("model, tpu, t4", [("baseline", "10 min", "14 min"), ("doubling", "40 min", "21 h"),
+                                            ("nondoubling", "2.5 h", "2.2 days")])
 def test_a_full_run_is_announced_with_its_cost_and_its_folder(model, tpu, t4, tmp_path):
     from vnca.train import full_run_notice, train_config
 

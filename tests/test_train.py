@@ -57,6 +57,21 @@ def test_resume_continues_bitwise(tmp_path, data, model):
     assert steps == [2, 4, 6, 8]  # logged once each, across the resume
 
 
+def test_fit_steps_donate_the_old_state_and_compute_what_train_steps_does(data):
+    from vnca.train import data_mesh, place_state, shard_batches, train_steps, train_steps_in_place
+
+    config, mesh = _config("nondoubling"), data_mesh()  # its pool donated too
+    stacked = shard_batches(data.train[:8].reshape(2, 4, 32, 32), mesh)
+    kept, donated = (place_state(init_state(config), mesh) for _ in range(2))
+    expected, expected_metrics = train_steps(config, kept, stacked, mesh)
+    got, metrics = train_steps_in_place(stacked, config, donated, mesh)
+    arrays = lambda state: jax.tree.leaves(eqx.filter(state, eqx.is_array))  # noqa: E731
+    for a, b in zip(arrays((expected, expected_metrics)), arrays((got, metrics)), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert all(x.is_deleted() for x in arrays(donated))  # its buffers now hold `got`
+    assert not any(x.is_deleted() for x in arrays(kept)) and not stacked.is_deleted()
+
+
 def dataclass_replace(config, **changes):
     import dataclasses
     return dataclasses.replace(config, **changes)
@@ -128,7 +143,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, data
 def test_sigterm_saves_and_stops(tmp_path, data, monkeypatch):
     import vnca.train
 
-    original, calls = vnca.train.train_steps, []
+    original, calls = vnca.train.train_steps_in_place, []
 
     def then_terminate(*args):
         result = original(*args)
@@ -137,7 +152,7 @@ def test_sigterm_saves_and_stops(tmp_path, data, monkeypatch):
             os.kill(os.getpid(), signal.SIGTERM)
         return result
 
-    monkeypatch.setattr(vnca.train, "train_steps", then_terminate)
+    monkeypatch.setattr(vnca.train, "train_steps_in_place", then_terminate)
     state = fit(_config(steps=400, checkpoint_every=200), tmp_path, data=data, progress=False)
     assert int(state.step) == 2 and len(calls) == 1  # the call in flight finished, no other began
     assert checkpoint.read_metadata(tmp_path / CHECKPOINT)["step"] == 2

@@ -65,7 +65,8 @@ def step_program(
             )
             return eqx.filter(state, eqx.is_array), metrics
 
-        return jax.jit(train), (arrays, batch)
+        # the state donated, as `fit` donates it
+        return jax.jit(train, donate_argnums=0), (arrays, batch)
     if what != "evaluate":
         raise ValueError(f"what is 'train' or 'evaluate', not {what!r}")
     images = 8 * mesh.size
