@@ -24,7 +24,7 @@ from vnca.vae import batch_elbo
 FULL_SCALE = textwrap.dedent("""
     import time
     import jax
-    from vnca.scaling import abstract_state, lowered, memory_gib
+    from vnca.scaling import abstract_state, collectives, hlo_collectives, lowered, memory_gib
     from vnca.train import data_mesh, train_config
     assert jax.device_count() == 8
     mesh = data_mesh()
@@ -49,15 +49,50 @@ FULL_SCALE = textwrap.dedent("""
         gib = memory_gib(config, mesh)  # the TPU v3-8 split: batch / 8 per core of 16 GiB
         print(f"{model}: {gib:.2f} GiB per device ({time.perf_counter() - start:.1f} s)")
         assert 0.05 < gib < 16, (model, gib)
+        if model == "baseline":  # its gradients summed over the devices once per step, nothing else
+            found = collectives(config, mesh)
+            assert list(found) == [("all-reduce", "once")] and found["all-reduce", "once"][1] > 4 * 10_282_497, found
+
+    # The reading of collectives from HLO, on a program whose collectives are known: a sum over the
+    # devices inside a loop (its operand depends on the trip), and a split array gathered once.
+    from jax.sharding import NamedSharding, PartitionSpec
+    split, whole = NamedSharding(mesh, PartitionSpec("data")), NamedSharding(mesh, PartitionSpec())
+    def known(x, n):
+        total = jax.lax.fori_loop(0, n, lambda i, c: c + jax.numpy.sum(jax.numpy.sin(x * i)), 0.0)
+        return total, jax.lax.with_sharding_constraint(x * 2, whole)
+    args = (jax.ShapeDtypeStruct((64, 10), "float32", sharding=split), jax.ShapeDtypeStruct((), "int32", sharding=whole))
+    text = jax.jit(known, out_shardings=(whole, whole)).lower(*args).compile().as_text()
+    assert hlo_collectives(text) == {("all-gather", "once"): (1, 64 * 10 * 4), ("all-reduce", "loop"): (1, 4)}
     print("ok")
 """)
 
 
-def test_full_scale_steps_lower_for_tpu_and_gpu_on_8_devices_and_fit_a_tpu_v3_8():
+def test_full_scale_steps_lower_for_tpu_and_gpu_on_8_devices_fit_a_tpu_v3_8_and_communicate_as_read():
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
     result = subprocess.run([sys.executable, "-c", FULL_SCALE], capture_output=True, text=True, env=env,
                             timeout=900)
     assert result.returncode == 0 and "ok" in result.stdout, result.stdout + result.stderr[-3000:]
+
+
+def test_collectives_are_read_through_calls_and_branches_into_loops():
+    from vnca.scaling import hlo_collectives
+
+    text = textwrap.dedent("""\
+        %branch (p: f32[4]) -> f32[4] {
+          %ar = f32[4]{0} all-reduce(f32[4]{0} %p), to_apply=%add
+        }
+        %body (c: (s32[], f32[4])) -> (s32[], f32[4]) {
+          %k = f32[4]{0} conditional(pred[] %q, f32[4] %x, f32[4] %x), branch_computations={%other, %branch}
+        }
+        ENTRY %main (x: f32[8,4]) -> f32[32,4] {
+          %w = (s32[], f32[4]) while((s32[], f32[4]) %t), condition=%cond, body=%body
+          %g = f32[32,4]{1,0} all-gather(f32[8,4]{1,0} %x), dimensions={0}
+          %s = (f32[4]{0}, bf16[2]{0}) all-reduce-start(f32[4]{0} %y, bf16[2]{0} %z), to_apply=%add
+          %d = f32[4]{0} all-reduce-done(%s)
+        }
+    """)
+    assert hlo_collectives(text) == {("all-gather", "once"): (1, 32 * 4 * 4), ("all-reduce", "loop"): (1, 16),
+                                     ("all-reduce", "once"): (1, 16 + 4)}
 
 
 def test_compiling_for_sets_the_path_and_refuses_unknown_platforms():

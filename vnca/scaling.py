@@ -4,7 +4,12 @@
 
 # ---- book/sharding.md, code cell 7 ----
 """The paper's full-scale steps, lowered for TPU and GPU from any machine,
-with their memory (the scaling-out chapter)."""
+with their memory and communication (the scaling-out chapter)."""
+
+import collections
+import functools
+import math
+import re
 
 import equinox as eqx
 import jax
@@ -98,13 +103,20 @@ def lowered(
 
 
 # ---- book/sharding.md, code cell 9 ----
+@functools.cache  # the memory and the collectives below read one compile
+def compiled_step(config: TrainConfig, mesh: Mesh, platform: str = "tpu"):
+    """One training step of `config` on `mesh`, traced for `platform` and
+    compiled for this machine."""
+    with compiling_for(platform):
+        program, args = step_program(config, mesh)
+        return program.lower(*args).compile()
+
+
 def memory_gib(config: TrainConfig, mesh: Mesh, platform: str = "tpu"):
     """GiB per device that one training step of `config` needs on `mesh`
     (arguments, outputs and temporaries), from XLA's memory analysis of
-    the step traced for `platform` and compiled for this machine."""
-    with compiling_for(platform):
-        program, args = step_program(config, mesh)
-        analysis = program.lower(*args).compile().memory_analysis()
+    the compiled step."""
+    analysis = compiled_step(config, mesh, platform).memory_analysis()
     total = (
         analysis.argument_size_in_bytes
         + analysis.output_size_in_bytes
@@ -112,3 +124,70 @@ def memory_gib(config: TrainConfig, mesh: Mesh, platform: str = "tpu"):
         - analysis.alias_size_in_bytes
     )
     return total / 2**30
+
+
+# ---- book/sharding.md, code cell 11 ----
+COLLECTIVES = (
+    "all-reduce",
+    "all-gather",
+    "reduce-scatter",
+    "all-to-all",
+    "collective-permute",
+)
+_BYTES = {"f32": 4, "s32": 4, "u32": 4, "bf16": 2, "f16": 2, "pred": 1}
+_CALLS = re.compile(r"(?:calls|to_apply|body|condition)=%?([\w.\-]+)")
+_OP = re.compile(r"= (.+?) (" + "|".join(COLLECTIVES) + r")(-start)?\(")
+
+
+def _bytes(result_type: str) -> int:
+    """Bytes of an HLO result type, such as "f32[16,32]{1,0}" or a tuple of
+    them."""
+    return sum(
+        _BYTES.get(dtype, 4) * math.prod(int(d) for d in dims.split(",") if d)
+        for dtype, dims in re.findall(r"(\w+)\[([\d,]*)\]", result_type)
+    )
+
+
+def hlo_collectives(text: str) -> dict:
+    """{(kind, where): (count, bytes)} of the collectives in an HLO
+    module's text; `where` is "loop" inside a while loop's body (paid on
+    every trip), else "once"."""
+    computations, name = {}, None
+    for line in text.splitlines():
+        if line and not line.startswith(" ") and line.endswith("{"):
+            name = line.removeprefix("ENTRY ").split()[0].lstrip("%")
+            computations[name] = []
+        elif name is not None:
+            computations[name].append(line)
+
+    def callees(lines):
+        for line in lines:
+            yield from _CALLS.findall(line)
+            for group in re.findall(r"branch_computations=\{([^}]*)\}", line):
+                yield from (c.strip().lstrip("%") for c in group.split(","))
+
+    in_loop = {
+        body
+        for lines in computations.values()
+        for line in lines
+        for body in re.findall(r"body=%?([\w.\-]+)", line)
+    }
+    frontier = list(in_loop)
+    while frontier:  # and what those bodies call, however deep
+        for callee in callees(computations.get(frontier.pop(), [])):
+            if callee not in in_loop:
+                in_loop.add(callee)
+                frontier.append(callee)
+    found = collections.defaultdict(lambda: [0, 0])
+    for name, lines in computations.items():
+        for line in lines:
+            if match := _OP.search(line):
+                key = (match[2], "loop" if name in in_loop else "once")
+                found[key][0] += 1
+                found[key][1] += _bytes(match[1])
+    return {key: tuple(value) for key, value in sorted(found.items())}
+
+
+def collectives(config: TrainConfig, mesh: Mesh, platform: str = "tpu"):
+    """`hlo_collectives` of one compiled training step of `config`."""
+    return hlo_collectives(compiled_step(config, mesh, platform).as_text())
