@@ -135,6 +135,12 @@ def test_return_to_pool_overwrites_the_batch_slots_then_shuffles():
     np.testing.assert_array_equal(out.states[:, 0, 0, 0], ids)  # states travel with their targets
     assert int(out.filled.sum()) == 4 + 2  # the batch, plus slots 1 and 2 that were filled before
     assert ids.tolist() != sorted(ids.tolist()), "the pool was not shuffled"
+    # in 4 groups (gcd of 8, the pool and the batch) of 4 slots, each shuffled within itself: an entry
+    # stays in its group, so a group and its batch rows stay on one device
+    from vnca.pool import pool_groups
+    assert pool_groups(size, b) == 4 and pool_groups(1024, 128) == 8 and pool_groups(32, 12) == 4
+    for g in range(4):
+        assert set(ids[4 * g:4 * g + 4].tolist()) == {4 * g + 1, 4 * g + 2, 4 * g + 3, 100 + g}
     again = return_to_pool(pool, new[:, None, None] * jnp.ones((b, 32, 32)),
                            new[:, None, None, None] * jnp.ones((b, 32, 32, 2)), jax.random.key(0))
     np.testing.assert_array_equal(again.targets, out.targets)  # the same key, the same order

@@ -52,6 +52,9 @@ FULL_SCALE = textwrap.dedent("""
         if model == "baseline":  # its gradients summed over the devices once per step, nothing else
             found = collectives(config, mesh)
             assert list(found) == [("all-reduce", "once")] and found["all-reduce", "once"][1] > 4 * 10_282_497, found
+        if model == "nondoubling":  # its pool, shuffled in groups that each stay on a device, moves nothing
+            found = collectives(config, mesh)
+            assert {kind for kind, _ in found} == {"all-reduce"}, found
 
     # The reading of collectives from HLO, on a program whose collectives are known: a sum over the
     # devices inside a loop (its operand depends on the trip), and a split array gathered once.

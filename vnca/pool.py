@@ -5,6 +5,8 @@
 # ---- book/pool.md, code cell 2 ----
 """The sample pool and damage of the non-doubling VNCA's training."""
 
+import math
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -142,6 +144,16 @@ def pooled_batch_elbo(
     return Terms(*(t.mean() for t in terms)), finals, targets, from_pool.mean()
 
 
+POOL_GROUPS = 8  # the most devices a pool is split over without communication
+
+
+def pool_groups(pool_size: int, batch_size: int) -> int:
+    """How many groups a pool is shuffled in: 8, or fewer when the pool or
+    the batch does not split into 8. Never the number of devices, so that
+    any number of devices computes the same pool."""
+    return math.gcd(POOL_GROUPS, pool_size, batch_size)
+
+
 def return_to_pool(
     pool: Pool,
     targets: Float[Array, "b side side"],
@@ -149,16 +161,27 @@ def return_to_pool(
     key: PRNGKeyArray,
     sharding: Sharding | None = None,
 ) -> Pool:
-    """Write a batch's final states over its slots, then shuffle the whole
-    pool with one permutation. With `sharding`, the shuffled pool is kept
-    split over the devices the same way."""
+    """Write a batch's final states over its slots, then shuffle each of
+    the pool's `pool_groups` contiguous groups with its own permutation.
+    With `sharding`, the shuffled pool is kept split over the devices the
+    same way."""
     pool = Pool(
         _put_slots(pool.targets, targets),
         _put_slots(pool.states, jax.lax.stop_gradient(finals)),
         _put_slots(pool.filled, jnp.ones(targets.shape[0], bool)),
     )
-    order = jax.random.permutation(key, pool.filled.shape[0])
-    pool = jax.tree.map(lambda a: a[order], pool)
+    groups = pool_groups(pool.filled.shape[0], targets.shape[0])
+    size = pool.filled.shape[0] // groups
+    orders = jax.vmap(lambda k: jax.random.permutation(k, size))(
+        jax.random.split(key, groups)
+    )
+
+    def shuffle(a):
+        a = rearrange(a, "(g n) ... -> g n ...", g=groups)
+        a = jax.vmap(lambda group, order: group[order])(a, orders)
+        return rearrange(a, "g n ... -> (g n) ...")
+
+    pool = jax.tree.map(shuffle, pool)
     return (
         pool
         if sharding is None
