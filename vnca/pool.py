@@ -123,15 +123,28 @@ def pooled_batch_elbo(
     """Batch-mean ELBO terms with every second row from the pool; also the
     final states and targets of all rows, and the fraction of rows that came
     from the pool. `with_damage=False` damages none (an ablation)."""
+    rows = pooled_rows(pool, x, key, damage_key, with_damage)
+    terms, finals, targets = pooled_elbos(model, rows, steps)
+    from_pool = rows[3]
+    return Terms(*(t.mean() for t in terms)), finals, targets, from_pool.mean()
+
+
+def pooled_rows(
+    pool: Pool,
+    x: Float[Array, "b side side"],
+    key: PRNGKeyArray,
+    damage_key: PRNGKeyArray,
+    with_damage: bool = True,
+) -> tuple:
+    """What `pooled_elbo` takes for each row of a batch, stacked: the image,
+    its slot's stored target and state, whether it comes from the pool and
+    is damaged, and its two keys."""
     b = x.shape[0]
     pool_row, damaged_row = pool_rows(b)
     filled = _slots(pool.filled, b)
     from_pool, damaged = pool_row & filled, damaged_row & filled
     damaged = damaged & with_damage
-    terms, finals, targets = jax.vmap(
-        pooled_elbo, in_axes=(None, 0, 0, 0, 0, 0, 0, 0, None)
-    )(
-        model,
+    return (
         x,
         _slots(pool.targets, b),
         _slots(pool.states, b),
@@ -139,9 +152,14 @@ def pooled_batch_elbo(
         damaged,
         jax.random.split(key, b),
         jax.random.split(damage_key, b),
-        steps,
     )
-    return Terms(*(t.mean() for t in terms)), finals, targets, from_pool.mean()
+
+
+def pooled_elbos(model: VAE, rows: tuple, steps):
+    """`pooled_elbo` of every row of `pooled_rows`."""
+    return jax.vmap(pooled_elbo, in_axes=(None, 0, 0, 0, 0, 0, 0, 0, None))(
+        model, *rows, steps
+    )
 
 
 POOL_GROUPS = 8  # the most devices a pool is split over without communication

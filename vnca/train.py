@@ -38,11 +38,12 @@ from vnca.nondoubling import NonDoublingConfig, nondoubling_vnca, sample_steps
 from vnca.pool import (
     Pool,
     empty_pool,
-    pooled_batch_elbo,
+    pooled_elbos,
+    pooled_rows,
     return_to_pool,
     state_overflow,
 )
-from vnca.vae import VAE, batch_elbo
+from vnca.vae import VAE, Terms, elbo
 
 
 def optimiser(
@@ -341,10 +342,11 @@ def train_step(
     config: TrainConfig,
     state: TrainState,
     batch: jax.Array,
-    pool_sharding=None,
+    mesh: Mesh | None = None,
 ):
     """One step of Adam on the negative ELBO of `batch`; returns the new
-    state and its metrics."""
+    state and its metrics. On `mesh`, each device takes the gradient of its
+    rows, and the devices average them once (below)."""
     key = jax.random.fold_in(jax.random.key(config.seed), state.step)
     elbo_key, steps_key, damage_key, shuffle_key = jax.random.split(key, 4)
     steps = (
@@ -352,41 +354,59 @@ def train_step(
         if config.model == "nondoubling"
         else None
     )
-
-    def loss(model):
-        if state.pool is None:
-            terms, returned = (
-                batch_elbo(model, batch, elbo_key, steps=steps),
-                None,
-            )
-        else:
-            terms, *returned = pooled_batch_elbo(
-                model,
-                state.pool,
-                batch,
-                elbo_key,
-                damage_key,
-                steps,
-                with_damage=config.damage,
-            )
-        overflow = 0.0 if state.pool is None else state_overflow(returned[0])
-        objective = terms.elbo
-        # the KL term weighed in gradually (laptop)
-        if config.decoder_first or config.kl_warmup:
-            objective = (
-                terms.log_likelihood - kl_weight(config, state.step) * terms.kl
-            )
-        if not config.state_penalty:  # the paper's objective, exactly
-            return -objective, (terms, returned, overflow)
-        return -objective + config.state_penalty * overflow, (
-            terms,
-            returned,
-            overflow,
+    # What each row's ELBO takes, drawn for the whole batch
+    if state.pool is None:
+        rows = (batch, jax.random.split(elbo_key, batch.shape[0]))
+    else:
+        rows = pooled_rows(
+            state.pool, batch, elbo_key, damage_key, with_damage=config.damage
         )
+    weight = kl_weight(config, state.step)  # of the KL term (laptop)
 
-    (value, (terms, returned, overflow)), grads = eqx.filter_value_and_grad(
-        loss, has_aux=True
-    )(state.model)
+    def loss(model, rows, steps, weight):
+        if state.pool is None:
+            terms = jax.vmap(elbo, in_axes=(None, 0, 0, None))(
+                model, *rows, steps
+            )
+            finals = targets = None
+            overflow = jnp.zeros(())
+        else:
+            terms, finals, targets = pooled_elbos(model, rows, steps)
+            overflow = state_overflow(finals)
+        terms = Terms(*(t.mean() for t in terms))
+        objective = terms.elbo
+        if config.decoder_first or config.kl_warmup:
+            objective = terms.log_likelihood - weight * terms.kl
+        value = -objective
+        if config.state_penalty:  # else the paper's objective, exactly
+            value = value + config.state_penalty * overflow
+        return value, (terms, finals, targets, overflow)
+
+    params, static = eqx.partition(state.model, eqx.is_array)
+
+    def gradient(params, rows, steps, weight):
+        model = eqx.combine(params, static)
+        (value, aux), grads = eqx.filter_value_and_grad(loss, has_aux=True)(
+            model, rows, steps, weight
+        )
+        terms, finals, targets, overflow = aux
+        means = (value, terms, overflow, grads)
+        if mesh is not None:  # the devices' rows are equal shares
+            means = jax.lax.pmean(means, "data")
+        return means, finals, targets
+
+    if mesh is not None:
+        everywhere, split = PartitionSpec(), PartitionSpec("data")
+        gradient = jax.shard_map(
+            gradient,
+            mesh=mesh,
+            in_specs=(everywhere, split, everywhere, everywhere),
+            out_specs=(everywhere, split, split),
+            check_vma=False,  # no psum at every use of the parameters
+        )
+    (value, terms, overflow, grads), finals, targets = gradient(
+        params, rows, steps, weight
+    )
     opt = optimiser(config.learning_rate, config.clip_norm)
     params = eqx.filter(state.model, eqx.is_inexact_array)
     updates, opt_state = opt.update(grads, state.opt_state, params)
@@ -408,11 +428,10 @@ def train_step(
     }
     pool = state.pool
     if pool is not None:
-        finals, targets, metrics["pool_rows"] = returned
+        metrics["pool_rows"] = rows[3].mean()
         metrics["overflow"] = overflow
-        pool = return_to_pool(
-            pool, targets, finals, shuffle_key, pool_sharding
-        )
+        sharding = None if mesh is None else NamedSharding(mesh, split)
+        pool = return_to_pool(pool, targets, finals, shuffle_key, sharding)
     return TrainState(
         eqx.apply_updates(state.model, updates),
         opt_state,
@@ -430,14 +449,11 @@ def train_steps(
 ):
     """len(stacked) training steps in one compiled call; metrics come back
     stacked."""
-    pool_sharding = (
-        None if mesh is None else NamedSharding(mesh, PartitionSpec("data"))
-    )
     # On a CPU, a backward pass inside a loop runs many times slower (see `run`
     # in the NCA chapter): there the steps of a call are unrolled.
     unroll = on_cpu()
     return scan(
-        lambda s, batch: train_step(config, s, batch, pool_sharding),
+        lambda s, batch: train_step(config, s, batch, mesh),
         state,
         stacked,
         unroll=unroll,
