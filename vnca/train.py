@@ -382,10 +382,10 @@ def train_step(
             value = value + config.state_penalty * overflow
         return value, (terms, finals, targets, overflow)
 
-    params, static = eqx.partition(state.model, eqx.is_array)
+    arrays, static = eqx.partition(state.model, eqx.is_array)
 
-    def gradient(params, rows, steps, weight):
-        model = eqx.combine(params, static)
+    def gradient(arrays, rows, steps, weight):
+        model = eqx.combine(arrays, static)
         (value, aux), grads = eqx.filter_value_and_grad(loss, has_aux=True)(
             model, rows, steps, weight
         )
@@ -405,7 +405,7 @@ def train_step(
             check_vma=False,  # no psum at every use of the parameters
         )
     (value, terms, overflow, grads), finals, targets = gradient(
-        params, rows, steps, weight
+        arrays, rows, steps, weight
     )
     opt = optimiser(config.learning_rate, config.clip_norm)
     params = eqx.filter(state.model, eqx.is_inexact_array)
