@@ -5,7 +5,7 @@
 
 A TPU computes a float32 matrix product or convolution by default in one pass of bfloat16 (8
 significant bits), recent NVIDIA GPUs in TF32 (11). This script traces one image's K log-weights
-(encode, sample, decode, Bernoulli log-likelihood, prior and posterior densities) to a jaxpr and
+(`vnca.vae.log_importance_weights`, as the evaluation computes them) to a jaxpr and
 evaluates it again with the operands of every `dot_general` and `conv_general_dilated` rounded to
 nearest (ties to even) at that many significant bits, the products then summed in float32, as those
 units do. The same samples are drawn for every precision, so the differences are paired: they show
@@ -27,7 +27,7 @@ from jax.extend import core
 
 from vnca import pretrained
 from vnca.data import load_binarized_mnist
-from vnca.vae import bernoulli_log_likelihood, normal_log_density
+from vnca.vae import log_importance_weights
 
 PRECISIONS = {"float32": None, "tf32": 11, "bfloat16": 8}  # significant bits, the leading one included
 
@@ -89,19 +89,6 @@ def evaluate(jaxpr, consts, args, bits):
     return [read(v) for v in jaxpr.outvars]
 
 
-def log_weights(model, x, key, samples):
-    """The K log importance weights of one image, as the evaluation computes them."""
-    mean, log_scale = model.encoder(x)
-
-    def one(k):
-        sample_key, decoder_key = jax.random.split(k)
-        z = mean + jnp.exp(log_scale) * jax.random.normal(sample_key, mean.shape)
-        logits = model.decoder(z, key=decoder_key)
-        return bernoulli_log_likelihood(logits, x) + normal_log_density(z) - normal_log_density(z, mean, log_scale)
-
-    return jax.vmap(one)(jax.random.split(key, samples))
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="doubling-laptop")
@@ -113,7 +100,8 @@ def main():
     model = pretrained.load(args.model)
     test = load_binarized_mnist().test
     rows = np.sort(np.random.default_rng(0).choice(len(test), args.images, replace=False))
-    closed = jax.make_jaxpr(lambda m, x, k: log_weights(m, x, k, args.samples))(model, test[0], jax.random.key(0))
+    closed = jax.make_jaxpr(lambda m, x, k: log_importance_weights(m, x, k, args.samples))(model, test[0],
+                                                                                        jax.random.key(0))
     leaves = jax.tree.leaves(model)
     bounds = {}
     for name, bits in PRECISIONS.items():
