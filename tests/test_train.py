@@ -241,6 +241,7 @@ def test_command_line(tmp_path, data_dir):
     for bad, message in [(["--model", "gan"], "invalid choice: 'gan'"), (["--steps", "0"], "at least 1"),
                          ([], "required"), (["--update-probability", "0"], "must be in (0, 1]"),
                          (["--update-probability", "0.5"], "the baseline model has no NCA"),
+                         (["--remat"], "the baseline model has no NCA"), (["--remat", "yes"], "invalid choice: 'yes'"),
                          (["--pool-size", "64"], "only the non-doubling model trains with a pool"),
                          (["--state-penalty", "1"], "state_penalty must be 0, or positive with a pool")]:
         args = ["train", "--model", "baseline", "--out", str(tmp_path / "x")]
@@ -293,3 +294,49 @@ def test_kl_weight_schedule():
     assert [float(kl_weight(c, s)) for s in range(10)] == [0, 0, 0, 0, 0.25, 0.5, 0.75, 1, 1, 1]
     with pytest.raises(ValueError, match="kl_warmup must be 0 or more"):
         train_config("nondoubling", "smoke", kl_warmup=-1)
+
+
+def _with_remat(config, remat=True):
+    return dataclass_replace(config, model_config=dataclass_replace(config.model_config, remat=remat))
+
+
+def test_remat_turned_on_where_a_step_would_not_fit(capsys):
+    from vnca.nca import compiling_for
+    from vnca.train import call_bytes, data_mesh, device_memory, fitted, place_state
+
+    mesh = data_mesh()
+    assert device_memory(mesh) is None  # a CPU sets no limit: fit leaves the model alone here
+    # the accelerator path, where remat keeps only each NCA step's grid (on a CPU the steps are unrolled)
+    config = train_config("nondoubling", "laptop", steps=2, steps_per_call=1, log_every=1, checkpoint_every=1)
+    state = place_state(init_state(config), mesh)
+    with compiling_for("tpu"):
+        need, less = call_bytes(config, state, mesh, 1), call_bytes(_with_remat(config), state, mesh, 1)
+        assert less < 0.7 * need  # measured: 110 MB without remat, 58 MB with it
+        assert fitted(config, state, mesh, 1, limit=need) == config  # it fits: nothing changes
+        assert capsys.readouterr().out == ""
+        chosen = fitted(config, state, mesh, 1, limit=(need + less) // 2)
+        assert chosen == _with_remat(config)
+        said = capsys.readouterr().out
+        assert "remat turned on" in said and f"{need / 2**30:.1f} GiB" in said and "still" not in said
+        assert fitted(config, state, mesh, 1, limit=less // 2) == _with_remat(config)
+        assert "expect XLA to run out of memory" in capsys.readouterr().out
+    baseline = train_config("baseline", "smoke")  # no NCA, nothing to recompute
+    assert fitted(baseline, init_state(baseline), mesh, 1, limit=1) == baseline
+
+
+def test_fit_turns_remat_on_and_a_resumed_run_computes_as_its_config_says(tmp_path, data, monkeypatch):
+    import vnca.train
+
+    config = _config("nondoubling", steps=4)
+    fit(dataclass_replace(config, steps=2), tmp_path, data=data, progress=False)
+    assert not load_run(tmp_path / CHECKPOINT)[0].model.decoder.config.remat
+    # the saved run had remat off; resumed with it on, the steps recompute
+    resumed = fit(_with_remat(config), tmp_path, data=data, progress=False, resume=True)
+    assert resumed.model.decoder.config.remat and int(resumed.step) == 4
+    # a device too small for the step: fit turns remat on, records it and says so
+    monkeypatch.setattr(vnca.train, "device_memory", lambda mesh: 1)
+    state = fit(config, tmp_path / "small", data=data, progress=False)
+    assert state.model.decoder.config.remat
+    assert load_run(tmp_path / "small" / CHECKPOINT)[1].model_config.remat  # saved with the run
+    off = fit(config, tmp_path / "off", data=data, progress=False, auto_remat=False)
+    assert not off.model.decoder.config.remat

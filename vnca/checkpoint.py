@@ -2,7 +2,7 @@
 # edit the chapter named above each block, then run `python tools/export.py`.
 
 
-# ---- book/train.md, code cell 7 ----
+# ---- book/train.md, code cell 8 ----
 """Atomic, self-checking checkpoint files: a JSON header and the
 Equinox-serialised pytree."""
 

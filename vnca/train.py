@@ -573,9 +573,11 @@ def fit(
     progress: bool = True,
     mesh: Mesh | None = None,
     stop: "StopRequest | None" = None,
+    auto_remat: bool = True,
 ):
     """Train for config.steps steps, saving into `out`; return the final
-    state."""
+    state. With `auto_remat`, an NCA model that would not fit in a
+    device's memory recomputes its activations (see `fitted`)."""
     out, stop = Path(out), stop or StopRequest()
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(
@@ -605,13 +607,18 @@ def fit(
     for part in remove_stale_parts(path):
         print(f"removed {part}, an unfinished checkpoint of a killed run")
     if resume:
-        state, _ = load_run(path, config)
+        # the saved arrays, computed as this run says (remat, unroll)
+        state = configured(load_run(path, config)[0], config)
         _truncate_metrics(out / METRICS, int(state.step))
     else:
         state = init_state(config)
         # a new run's metrics start empty
         (out / METRICS).unlink(missing_ok=True)
     state = place_state(state, mesh)
+    if auto_remat:
+        calls = min(config.steps_per_call, config.steps - int(state.step))
+        config = fitted(config, state, mesh, max(calls, 1))
+        state = configured(state, config)
     atomic_write(
         out / "config.json", json.dumps(config.to_json(), indent=2).encode()
     )
@@ -778,7 +785,75 @@ def plot_metrics(out: str | Path, title: str | None = None):
     return fig
 
 
-# ---- book/train.md, code cell 9 ----
+# ---- book/train.md, code cell 7 ----
+def device_memory(mesh: Mesh) -> int | None:
+    """Bytes XLA may allocate on each device of `mesh`; None where the
+    device does not say (a CPU)."""
+    stats = mesh.devices.flat[0].memory_stats()
+    return stats.get("bytes_limit") if stats else None
+
+
+def configured(state: TrainState, config: TrainConfig) -> TrainState:
+    """`state`'s arrays in a model built as `config` says: a decoder keeps
+    its configuration, remat included, as a static field."""
+    built = jax.eval_shape(lambda: init_state(config))
+    return jax.tree.unflatten(
+        jax.tree.structure(built), jax.tree.leaves(state)
+    )
+
+
+def call_bytes(config: TrainConfig, state, mesh: Mesh, calls: int) -> int:
+    """Bytes per device of `fit`'s compiled call of `calls` steps:
+    arguments, outputs and temporaries, less the donated buffers reused."""
+    state = configured(state, config)
+    # zeros in place of the batches (filter_jit lowers arrays, not shapes)
+    shape = (calls, config.batch_size, 32, 32)
+    stacked = shard_batches(np.zeros(shape, np.float32), mesh)
+    lowered = train_steps_in_place.lower(stacked, config, state, mesh)
+    memory = lowered.compile().compiled.memory_analysis()
+    return (
+        memory.argument_size_in_bytes
+        + memory.output_size_in_bytes
+        + memory.temp_size_in_bytes
+        - memory.alias_size_in_bytes
+    )
+
+
+def fitted(
+    config: TrainConfig,
+    state,
+    mesh: Mesh,
+    calls: int,
+    limit: int | None = None,
+) -> TrainConfig:
+    """`config`, with remat on if its model has an NCA and a call of
+    `calls` steps would need more than `limit` bytes per device without it
+    (default: the device's own limit)."""
+    limit = device_memory(mesh) if limit is None else limit
+    model = config.model_config
+    # the baseline has no NCA (no remat field); remat on needs nothing more
+    if limit is None or getattr(model, "remat", True):
+        return config
+    need = call_bytes(config, state, mesh, calls)
+    if need <= limit:
+        return config
+    remat = dataclasses.replace(model, remat=True)
+    config = dataclasses.replace(config, model_config=remat)
+    less = call_bytes(config, state, mesh, calls)
+    gib = lambda n: f"{n / 2**30:.1f} GiB"  # noqa: E731
+    print(
+        f"{config.model}: {calls} steps need {gib(need)} per device, more "
+        f"than the {gib(limit)} XLA may take: remat turned on ({gib(less)})"
+    )
+    if less > limit:
+        print(
+            "  still more than the device holds: expect XLA to run out of "
+            "memory; use more devices or a smaller --batch-size"
+        )
+    return config
+
+
+# ---- book/train.md, code cell 10 ----
 import argparse
 import sys
 
@@ -855,10 +930,15 @@ def add_train_command(commands) -> None:
     )
     train.add_argument(
         "--remat",
-        action="store_true",
+        nargs="?",
+        const="on",
+        default="auto",
+        choices=("auto", "on", "off"),
         help="VNCAs only: recompute each NCA step's activations in the "
         "backward pass instead of keeping them: less memory for one more "
-        "forward pass (see the scaling-out chapter's memory table)",
+        "forward pass (see the scaling-out chapter's memory table). "
+        "auto (the default): on where a step would not fit in a GPU's or "
+        "TPU's memory without it; --remat alone: on",
     )
     train.add_argument(
         "--state-penalty",
@@ -931,7 +1011,7 @@ def train_command(args) -> int:
             k: v
             for k, v in [
                 ("update_probability", args.update_probability),
-                ("remat", True if args.remat else None),
+                ("remat", True if args.remat == "on" else None),
             ]
             if v is not None
         }
@@ -956,6 +1036,7 @@ def train_command(args) -> int:
             data=data,
             progress=not args.no_progress,
             stop=stop,
+            auto_remat=args.remat != "off",
         )
         figure = plot_metrics(args.out, title=f"{args.model} ({args.profile})")
         save_figure(figure, args.out / "metrics.png", dpi=120)
