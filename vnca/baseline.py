@@ -11,7 +11,7 @@ import equinox as eqx
 import jax
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from vnca.layers import Conv
+from vnca.layers import Conv, elu
 from vnca.vae import VAE, Encoder
 
 
@@ -69,7 +69,7 @@ class ConvDecoder(eqx.Module):
     ) -> Float[Array, "32 32"]:
         h = self.linear(z).reshape(2, 2, -1)
         for layer in self.upsample:
-            h = jax.nn.elu(layer(h))
+            h = elu(layer(h))
         return self.to_logits(h)[..., 0]
 
 

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from vnca.layers import conv2d, uniform_init
+from vnca.layers import conv2d, elu, uniform_init
 
 
 # ---- book/nca.md, code cell 2 ----
@@ -79,7 +79,7 @@ class ResidualBlock(eqx.Module):
     def __call__(
         self, h: Float[Array, "*cells c"]
     ) -> Float[Array, "*cells c"]:
-        return h + self.outer(jax.nn.elu(self.inner(h)))
+        return h + self.outer(elu(self.inner(h)))
 
 
 # ---- book/nca.md, code cell 4 ----
@@ -110,7 +110,7 @@ class UpdateRule(eqx.Module):
     def __call__(self, state: Float[Array, "h w c"]) -> Float[Array, "h w c"]:
         h = self.perceive(state)
         if self.elu_after_perception:
-            h = jax.nn.elu(h)
+            h = elu(h)
         for block in self.blocks:
             h = block(h)
         return self.output(h)

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from vnca.layers import Conv
+from vnca.layers import Conv, elu
 
 
 # ---- book/vae.md, code cell 3 ----
@@ -56,7 +56,7 @@ class Encoder(eqx.Module):
         # images may come as uint8
         h = x[..., None].astype(self.linear.weight.dtype)
         for conv in self.convs:
-            h = jax.nn.elu(conv(h))
+            h = elu(conv(h))
         mean, log_scale = jnp.split(self.linear(h.reshape(-1)), 2)
         return mean, log_scale
 
