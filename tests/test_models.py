@@ -403,3 +403,28 @@ def test_unrolled_scan_leaves_no_loop_even_for_one_step():
         assert "while" not in unrolled and "while" in looped
         for a, b in zip(jax.tree.leaves(compiled(*args, True)), jax.tree.leaves(compiled(*args, False))):
             np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def test_perceive_in_tiles_on_a_cpu_is_the_same_convolution():
+    from vnca.layers import conv2d
+    from vnca.nca import compiling_for, perceive
+
+    state = jax.random.normal(jax.random.key(1), (32, 32, 64))
+    weight = jax.random.normal(jax.random.key(2), (3, 3, 64, 16)) * 0.1
+    target = jax.random.normal(jax.random.key(3), (32, 32, 16))
+
+    def convolutions(fn):
+        return str(jax.make_jaxpr(fn)(weight, state)).count("conv_general_dilated")
+
+    def loss(fn):
+        return lambda w, s: jnp.sum(fn(s, w) * target)
+
+    whole = loss(lambda s, w: conv2d(s, w, 1, (1, 1)))
+    np.testing.assert_array_equal(perceive(state, weight), conv2d(state, weight, 1, (1, 1)))  # the same sums
+    for a, b in zip(jax.grad(loss(perceive), (0, 1))(weight, state), jax.grad(whole, (0, 1))(weight, state)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)  # the weight gradient adds in another order
+    assert convolutions(loss(perceive)) == 16  # 8x8 tiles on this CPU
+    assert convolutions(lambda w, s: perceive(s[:16, :16], w)) == 1  # narrow grids: one convolution
+    assert convolutions(lambda w, s: perceive(s[..., :32], w[:, :, :32])) == 1  # and few channels
+    with compiling_for("tpu"):
+        assert convolutions(loss(perceive)) == 1  # accelerators: always one

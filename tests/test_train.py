@@ -183,6 +183,13 @@ SHARDED = textwrap.dedent("""
     from vnca.data import BinarizedMNIST, load_binarized_mnist
     from vnca.train import data_mesh, fit, train_config
     assert jax.device_count() == 8, jax.devices()
+    # Plain gradient steps: Adam divides each gradient element by its own size, so an element whose
+    # gradient is rounding noise moves by the full learning rate, one way or the other, on 1 device
+    # or 8 (measured: 4.6e-5 apart after 4 steps of 1e-4). With SGD a parameter moves by its
+    # gradient, which splitting the batch must not change beyond rounding (measured: 1e-7).
+    import optax, vnca.train
+    vnca.train.optimiser = lambda learning_rate, clip_norm: optax.chain(
+        optax.clip_by_global_norm(clip_norm), optax.sgd(1e-3))
     full = load_binarized_mnist()
     data = BinarizedMNIST(train=full.train[:256], test=full.test[:8])
     model = sys.argv[1]
@@ -195,8 +202,8 @@ SHARDED = textwrap.dedent("""
     worst = max(float(np.abs(x - y).max() / (np.abs(x).max() + 1e-12)) for x, y in zip(a, b))
     changed = max(float(np.abs(x - y).max()) for x, y in zip(a, start))
     print("relative difference", worst, "trained by", changed)
-    assert changed > 1e-4, "training did not move the parameters"
-    assert worst < 1e-4, worst
+    assert changed > 1e-3, "training did not move the parameters"
+    assert worst < 1e-5, worst
     if model == "nondoubling":
         from jax.sharding import PartitionSpec
         assert config.pool_size and many.pool.states.sharding.spec == PartitionSpec("data"), many.pool.states.sharding
@@ -207,7 +214,7 @@ SHARDED = textwrap.dedent("""
         assert p1.filled.sum() >= config.batch_size, "the pool was not filled"
         pool_worst = float(np.abs(p1.states - p8.states).max() / np.abs(p1.states).max())
         print("pool relative difference", pool_worst)
-        assert pool_worst < 1e-4, pool_worst
+        assert pool_worst < 1e-5, pool_worst
 """)
 
 
