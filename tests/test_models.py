@@ -428,3 +428,22 @@ def test_perceive_in_tiles_on_a_cpu_is_the_same_convolution():
     assert convolutions(lambda w, s: perceive(s[..., :32], w[:, :, :32])) == 1  # and few channels
     with compiling_for("tpu"):
         assert convolutions(loss(perceive)) == 1  # accelerators: always one
+
+
+@pytest.mark.parametrize("side", [1, 2])  # the taps route: inputs of at most 2x2 cells
+@pytest.mark.parametrize("kernel, stride, padding, output_padding", [(5, 2, 2, 1), (3, 1, 1, 0), (4, 3, 1, 2), (3, 2, 0, 0)])
+def test_transposed_convolution_of_the_smallest_inputs(side, kernel, stride, padding, output_padding):
+    from vnca.layers import conv2d, transposed_by_taps
+
+    conv = Conv(3, 4, kernel, stride=stride, padding=padding, output_padding=output_padding,
+                transposed=True, key=KEY)
+    x = np.asarray(jax.random.normal(jax.random.key(1), (side, side, 3)), np.float64)
+    expected = _np_conv_transpose(x, np.asarray(conv.weight, np.float64), stride, padding, output_padding)
+    np.testing.assert_allclose(conv(jnp.asarray(x, jnp.float32)), expected + np.asarray(conv.bias),
+                               rtol=1e-4, atol=1e-4)
+    x = jnp.asarray(x, jnp.float32)
+    target = jax.random.normal(jax.random.key(3), expected.shape)
+    by_taps = jax.grad(lambda w, x: jnp.sum(transposed_by_taps(x, w, stride, conv.padding) * target), (0, 1))
+    dilated = jax.grad(lambda w, x: jnp.sum(conv2d(x, w, 1, conv.padding, input_dilation=stride) * target), (0, 1))
+    for a, b in zip(by_taps(conv.weight, x), dilated(conv.weight, x)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)

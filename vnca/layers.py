@@ -84,6 +84,8 @@ def transposed_conv2d(
     convolution of x with those taps. All phases are one convolution to
     stride**2 * c_out channels, interleaved."""
     k, (before, after) = weight.shape[0], padding
+    if x.shape[0] * x.shape[1] <= TAPS_ROUTE_MAX_CELLS:
+        return transposed_by_taps(x, weight, stride, padding)
     if stride == 1 or before + after != k - 2 + stride:
         return conv2d(x, weight, 1, padding, input_dilation=stride)
     low = -(before // stride)  # the smallest input offset any phase reads
@@ -105,6 +107,37 @@ def transposed_conv2d(
     return einops.rearrange(
         phases, "h w (ay ax o) -> (h ay) (w ax) o", ay=stride, ax=stride
     )
+
+
+# inputs of at most 2x2 cells take `transposed_by_taps`
+TAPS_ROUTE_MAX_CELLS = 4
+
+
+def transposed_by_taps(
+    x: Float[Array, "h w c_in"],
+    weight: Float[Array, "k k c_in c_out"],
+    stride: int,
+    padding: tuple[int, int],
+) -> Float[Array, "h2 w2 c_out"]:
+    """`transposed_conv2d` as what it does to each input cell: cell (i, j)
+    adds x[i, j] @ weight[ty, tx] to output cell (stride*i + padding[0] -
+    ty, stride*j + padding[0] - tx). One product batched over the taps,
+    with the weight as it is; each tap's products spread by a padding."""
+    k, (before, after) = weight.shape[0], padding
+    span = (x.shape[0] - 1) * stride + 1  # the input, dilated
+    side = span + before + after - k + 1
+    taps = jnp.broadcast_to(x, (k, k, *x.shape))
+    products = jnp.einsum("yxhwi,yxio->yxhwo", taps, weight)
+    zero = jnp.zeros((), x.dtype)
+    out = jnp.zeros((max(side, 0), max(side, 0), weight.shape[-1]), x.dtype)
+    for ty in range(k):
+        for tx in range(k):
+            firsts = (before - ty, before - tx)  # where its products land
+            if any(f >= side or f + span <= 0 for f in firsts):
+                continue  # all of them outside the output
+            rim = [(f, side - span - f, stride - 1) for f in firsts]
+            out = out + jax.lax.pad(products[ty, tx], zero, [*rim, (0, 0, 0)])
+    return out
 
 
 def elu(x: Array) -> Array:
