@@ -842,7 +842,7 @@ def fitted(
     less = call_bytes(config, state, mesh, calls)
     gib = lambda n: f"{n / 2**30:.1f} GiB"  # noqa: E731
     print(
-        f"{config.model}: {calls} steps need {gib(need)} per device, more "
+        f"{config.model}: a training call needs {gib(need)} per device, more "
         f"than the {gib(limit)} XLA may take: remat turned on ({gib(less)})"
     )
     if less > limit:
