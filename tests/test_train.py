@@ -347,3 +347,61 @@ def test_fit_turns_remat_on_and_a_resumed_run_computes_as_its_config_says(tmp_pa
     assert load_run(tmp_path / "small" / CHECKPOINT)[1].model_config.remat  # saved with the run
     off = fit(config, tmp_path / "off", data=data, progress=False, auto_remat=False)
     assert not off.model.decoder.config.remat
+
+
+def test_a_call_on_a_cpu_scans_only_as_far_as_its_steps_draw(tmp_path, data, monkeypatch):
+    """On a CPU the non-doubling decoder computes every NCA step its scan holds: a call scans to the
+    largest T its steps draw, rounded up, and computes what the full scan computes."""
+    import vnca.train
+    from vnca.nca import compiling_for
+    from vnca.train import SCAN_ROUNDING, data_mesh, drawn_steps, place_state, scan_length, shard_batches, train_steps
+
+    config = _config("nondoubling", steps_per_call=1)
+    smoke = config.model_config  # T in 8..16
+    drawn = drawn_steps(config, 0, 200)
+    assert drawn.min() == smoke.min_steps and drawn.max() == smoke.max_steps
+    for first, count in [(f, c) for f in range(0, 195, 3) for c in (1, 5)]:
+        length = scan_length(config, first, count)  # None: all of max_steps
+        assert length is None or (length % SCAN_ROUNDING == 0 and length < smoke.max_steps)
+        assert drawn[first:first + count].max() <= (length or smoke.max_steps)
+    assert {scan_length(config, s, 1) for s in range(200)} == {SCAN_ROUNDING, None}
+    assert scan_length(_config("doubling"), 0, 1) is None  # no T drawn
+    with compiling_for("tpu"):  # an accelerator skips the steps past T
+        assert scan_length(config, 0, 1) is None
+
+    # with a random update mask (so the steps' keys matter) and a rule whose output is not zero
+    config = dataclass_replace(config, model_config=dataclass_replace(smoke, update_probability=0.5))
+    mesh, short = data_mesh(), SCAN_ROUNDING
+    stacked = shard_batches(data.train[:4].reshape(1, 4, 32, 32), mesh)
+
+    def at(step):
+        state = init_state(config)
+        shape = state.model.decoder.rule.output.weight.shape
+        return place_state(eqx.tree_at(lambda s: (s.model.decoder.rule.output.weight, s.step), state,
+                                       (0.05 * jax.random.normal(jax.random.key(1), shape),
+                                        jnp.asarray(step, state.step.dtype))), mesh)
+
+    def arrays(out):
+        return [np.asarray(a) for a in jax.tree.leaves(eqx.filter(out, eqx.is_inexact_array))]
+
+    fits = next(s for s in range(200) if drawn[s] <= short)  # T fits in the short scan
+    assert scan_length(config, fits, 1) == short < smoke.max_steps
+    for a, b in zip(arrays(train_steps(config, at(fits), stacked, mesh)),
+                    arrays(train_steps(config, at(fits), stacked, mesh, short)), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    # where T does not fit, the short scan stops early: the length is used
+    longer = next(s for s in range(200) if drawn[s] == smoke.max_steps)
+    full, cut = (train_steps(config, at(longer), stacked, mesh, n)[1]["loss"] for n in (None, short))
+    assert not np.allclose(full, cut, rtol=1e-3)
+
+    # fit passes each call's length
+    original, lengths = vnca.train.train_steps_in_place, []
+
+    def recording(stacked, config, state, mesh, length):
+        lengths.append(length)
+        return original(stacked, config, state, mesh, length)
+
+    monkeypatch.setattr(vnca.train, "train_steps_in_place", recording)
+    config = _config("nondoubling")
+    fit(config, tmp_path, data=data, progress=False)
+    assert lengths == [scan_length(config, s, 2) for s in range(0, 8, 2)]

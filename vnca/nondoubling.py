@@ -6,7 +6,7 @@
 """The non-doubling VNCA: the latent in every cell of a 32x32 grid, then T
 NCA steps."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import equinox as eqx
 import jax
@@ -96,6 +96,19 @@ def sample_steps(key: PRNGKeyArray, config: NonDoublingConfig) -> Array:
     """A training-time number of steps, uniform on min_steps..max_steps
     inclusive."""
     return jax.random.randint(key, (), config.min_steps, config.max_steps + 1)
+
+
+def scanning(model: VAE, steps: int) -> VAE:
+    """`model` with its decoder's scans `steps` long, enough for any T up
+    to `steps`: the same arrays, so the same gradient."""
+    config = replace(model.decoder.config, max_steps=steps)
+    built = jax.eval_shape(
+        lambda: NonDoublingDecoder(config, key=jax.random.key(0))
+    )
+    decoder = jax.tree.unflatten(
+        jax.tree.structure(built), jax.tree.leaves(model.decoder)
+    )
+    return eqx.tree_at(lambda m: m.decoder, model, decoder)
 
 
 def nondoubling_vnca(

@@ -18,7 +18,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vnca.evaluate import batch_bounds
 from vnca.nca import compiling_for
-from vnca.train import TrainConfig, init_state, train_steps
+from vnca.train import TrainConfig, compiled_bytes, init_state, train_steps
 
 
 def _abstract(tree, mesh: Mesh, spec: PartitionSpec):
@@ -116,14 +116,7 @@ def memory_gib(config: TrainConfig, mesh: Mesh, platform: str = "tpu"):
     """GiB per device that one training step of `config` needs on `mesh`
     (arguments, outputs and temporaries), from XLA's memory analysis of
     the compiled step."""
-    analysis = compiled_step(config, mesh, platform).memory_analysis()
-    total = (
-        analysis.argument_size_in_bytes
-        + analysis.output_size_in_bytes
-        + analysis.temp_size_in_bytes
-        - analysis.alias_size_in_bytes
-    )
-    return total / 2**30
+    return compiled_bytes(compiled_step(config, mesh, platform)) / 2**30
 
 
 # ---- book/sharding.md, code cell 11 ----

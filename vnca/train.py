@@ -34,7 +34,12 @@ from vnca.data import (
 )
 from vnca.doubling import DoublingConfig, doubling_vnca
 from vnca.nca import on_cpu, scan
-from vnca.nondoubling import NonDoublingConfig, nondoubling_vnca, sample_steps
+from vnca.nondoubling import (
+    NonDoublingConfig,
+    nondoubling_vnca,
+    sample_steps,
+    scanning,
+)
 from vnca.pool import (
     Pool,
     empty_pool,
@@ -343,12 +348,16 @@ def train_step(
     state: TrainState,
     batch: jax.Array,
     mesh: Mesh | None = None,
+    length: int | None = None,
 ):
     """One step of Adam on the negative ELBO of `batch`; returns the new
     state and its metrics. On `mesh`, each device takes the gradient of its
-    rows, and the devices average them once (below)."""
-    key = jax.random.fold_in(jax.random.key(config.seed), state.step)
-    elbo_key, steps_key, damage_key, shuffle_key = jax.random.split(key, 4)
+    rows, and the devices average them once (below). `length`: the NCA
+    steps the non-doubling decoder computes, at least the T drawn (see
+    `scan_length`); None: max_steps."""
+    elbo_key, steps_key, damage_key, shuffle_key = step_keys(
+        config, state.step
+    )
     steps = (
         sample_steps(steps_key, config.model_config)
         if config.model == "nondoubling"
@@ -364,6 +373,8 @@ def train_step(
     weight = kl_weight(config, state.step)  # of the KL term (laptop)
 
     def loss(model, rows, steps, weight):
+        if length is not None:  # the same arrays, a shorter scan
+            model = scanning(model, length)
         if state.pool is None:
             terms = jax.vmap(elbo, in_axes=(None, 0, 0, None))(
                 model, *rows, steps
@@ -446,22 +457,56 @@ def train_steps(
     state: TrainState,
     stacked: jax.Array,
     mesh: Mesh | None = None,
+    length: int | None = None,
 ):
     """len(stacked) training steps in one compiled call; metrics come back
-    stacked."""
+    stacked. `length`: the NCA steps each scans (`scan_length`)."""
     # On a CPU, a backward pass inside a loop runs many times slower (see `run`
     # in the NCA chapter): there the steps of a call are unrolled.
     unroll = on_cpu()
     return scan(
-        lambda s, batch: train_step(config, s, batch, mesh),
+        lambda s, batch: train_step(config, s, batch, mesh, length),
         state,
         stacked,
         unroll=unroll,
     )
 
 
-def _batches_first(stacked, config, state, mesh):
-    return train_steps.__wrapped__(config, state, stacked, mesh)
+def step_keys(config: TrainConfig, step) -> jax.Array:
+    """The four keys of training step `step`: the ELBO's, T's, damage's and
+    the pool's shuffle."""
+    key = jax.random.fold_in(jax.random.key(config.seed), step)
+    return jax.random.split(key, 4)
+
+
+def drawn_steps(config: TrainConfig, first: int, count: int) -> np.ndarray:
+    """The T that the non-doubling model's training steps first, ...,
+    first + count - 1 draw."""
+
+    def draw(step):
+        return sample_steps(step_keys(config, step)[1], config.model_config)
+
+    return np.asarray(jax.vmap(draw)(jnp.arange(first, first + count)))
+
+
+SCAN_ROUNDING = 8  # scan lengths are multiples of it: few lengths compile
+
+
+def scan_length(config: TrainConfig, first: int, count: int) -> int | None:
+    """On a CPU, the NCA steps a call of training steps first, ...,
+    first + count - 1 needs its non-doubling decoder to compute: their
+    largest T, rounded up to a multiple of SCAN_ROUNDING. None for the
+    whole scan (max_steps), for other models, and elsewhere: an
+    accelerator skips the steps past T itself."""
+    if config.model != "nondoubling" or not on_cpu():
+        return None
+    largest = int(drawn_steps(config, first, count).max())
+    rounded = -(-largest // SCAN_ROUNDING) * SCAN_ROUNDING
+    return rounded if rounded < config.model_config.max_steps else None
+
+
+def _batches_first(stacked, config, state, mesh, length=None):
+    return train_steps.__wrapped__(config, state, stacked, mesh, length)
 
 
 # What `fit` calls: the same steps, with the old state's buffers donated to
@@ -643,8 +688,9 @@ def fit(
                 stacked = shard_batches(
                     np.stack([next(stream) for _ in range(n)]), mesh
                 )
+                length = scan_length(config, step, n)
                 new_state, metrics = train_steps_in_place(
-                    stacked, config, state, mesh
+                    stacked, config, state, mesh, length
                 )
                 metrics = jax.device_get(metrics)
                 if not metrics["finite"].all():
@@ -810,7 +856,14 @@ def call_bytes(config: TrainConfig, state, mesh: Mesh, calls: int) -> int:
     shape = (calls, config.batch_size, 32, 32)
     stacked = shard_batches(np.zeros(shape, np.float32), mesh)
     lowered = train_steps_in_place.lower(stacked, config, state, mesh)
-    memory = lowered.compile().compiled.memory_analysis()
+    return compiled_bytes(lowered.compile().compiled)
+
+
+def compiled_bytes(compiled: jax.stages.Compiled) -> int:
+    """Bytes per device that a compiled program takes, from XLA's memory
+    analysis: arguments, outputs and temporaries, less the donated buffers
+    it reuses."""
+    memory = compiled.memory_analysis()
     return (
         memory.argument_size_in_bytes
         + memory.output_size_in_bytes
