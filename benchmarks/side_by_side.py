@@ -32,7 +32,7 @@ import torch_models  # benchmarks/torch_models.py
 from models import header  # benchmarks/models.py
 from vnca.evaluate import image_bounds
 from vnca.train import (data_mesh, drawn_steps, init_state, place_state, scan_length, shard_batches, train_config,
-                        train_steps)
+                        train_steps_in_place)
 
 SCALES = {"paper": "full", "laptop": "laptop"}
 # training steps per timed repeat (vnca fuses them into one call) and repeats, by scale
@@ -58,11 +58,11 @@ def vnca_train(config, steps: int, calls: int = 1, full_scan: bool = False):
     config = dataclasses.replace(config, steps_per_call=steps, log_every=steps, checkpoint_every=steps)
     batches = shard_batches(images(steps * config.batch_size).reshape(steps, config.batch_size, 32, 32), mesh)
     for n in {length(c * steps) for c in range(calls)}:
-        train_steps.lower(config, state, batches, mesh, n).compile()
+        train_steps_in_place.lower(batches, config, state, mesh, n).compile()
 
     def call():
         nonlocal state
-        state, metrics = train_steps(config, state, batches, mesh, length(int(state.step)))
+        state, metrics = train_steps_in_place(batches, config, state, mesh, length(int(state.step)))
         jax.block_until_ready(metrics)
     return call
 
