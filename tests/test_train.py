@@ -240,16 +240,19 @@ def test_command_line(tmp_path, data_dir):
     assert again.returncode == 2 and "--resume" in again.stderr
     pooled = subprocess.run([str(vnca), "train", "--model", "nondoubling", "--profile", "smoke", "--out",
                              str(tmp_path / "nd"), "--steps", "5", "--batch-size", "4", "--pool-size", "16",
-                             "--update-probability", "0.5", "--state-penalty", "0.25", "--no-progress"],
+                             "--update-probability", "0.5", "--state-penalty", "0.25", "--steps-per-call", "1",
+                             "--no-progress"],
                             capture_output=True, text=True, timeout=900)
     assert pooled.returncode == 0, pooled.stderr[-3000:]
     saved = TrainConfig.from_json(checkpoint.read_metadata(tmp_path / "nd" / CHECKPOINT)["config"])
     assert (saved.pool_size, saved.model_config.update_probability, saved.state_penalty) == (16, 0.5, 0.25)
+    assert saved.steps_per_call == 1
     for bad, message in [(["--model", "gan"], "invalid choice: 'gan'"), (["--steps", "0"], "at least 1"),
                          ([], "required"), (["--update-probability", "0"], "must be in (0, 1]"),
                          (["--update-probability", "0.5"], "the baseline model has no NCA"),
                          (["--remat"], "the baseline model has no NCA"), (["--remat", "yes"], "invalid choice: 'yes'"),
                          (["--pool-size", "64"], "only the non-doubling model trains with a pool"),
+                         (["--steps-per-call", "3"], "--steps-per-call 3 must divide the full profile's log_every (100)"),
                          (["--state-penalty", "1"], "state_penalty must be 0, or positive with a pool")]:
         args = ["train", "--model", "baseline", "--out", str(tmp_path / "x")]
         if bad and bad[0] == "--model":
