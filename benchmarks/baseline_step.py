@@ -1,69 +1,146 @@
-"""Where the laptop baseline's training step goes on a CPU (the numbers in the laptop chapter's
-"Against PyTorch" section and issue 11's notes), on a quiet machine:
+"""Where the baseline's training step goes on a CPU (the laptop chapter's "Against PyTorch" section and
+issue 11's notes). Experiments, not package code; run each on a quiet machine:
 
-    python benchmarks/baseline_step.py                           # 2 CPU devices (import vnca's default)
-    JAX_NUM_CPU_DEVICES=1 python benchmarks/baseline_step.py 16  # ELBO gradient of 16 images, 1 device
-    JAX_NUM_CPU_DEVICES=1 taskset -c 0 python benchmarks/baseline_step.py 16   # ... on one core
+    python benchmarks/baseline_step.py                     # laptop recipe, every CPU device
+    python benchmarks/baseline_step.py --scale full        # the paper's baseline
+    JAX_NUM_CPU_DEVICES=1 python benchmarks/baseline_step.py --scale full   # one device
+    python benchmarks/baseline_step.py --scale full --trace   # where a device's time goes (XLA's trace)
+    python benchmarks/baseline_step.py --scale full --torch   # PyTorch's step, its two halves
+    JAX_NUM_CPU_DEVICES=1 python benchmarks/baseline_step.py --batch 16   # the ELBO's gradient alone
 
-With no argument: ms per step of `train_steps` (10 fused), of the same step with the optimiser update
-sharded over the devices (ZeRO-1 style) and/or the state donated, and of the gradient alone. With a
-batch size: the ELBO's forward pass and gradient on one device. Experiments, not package code.
+Default: ms per step of `train_steps` (10 fused) on the mesh of every device, and, in the same
+process and interleaved with it, of the same steps with no mesh at all (on the first device);
+then of variants with the optimiser update sharded over the devices (ZeRO-1 style) and/or the
+state donated, and of the gradient alone. `--trace`: XLA's profiler trace of three calls on the
+mesh; for each thread that ran the program's operations, the time per step of the largest ones,
+and how much of the time one, both or neither of the two busiest threads were at work.
 """
+import argparse
+import collections
+import dataclasses
+import glob
+import gzip
+import json
+import os
+import re
 import sys
+import tempfile
+import time
 
-if len(sys.argv) > 1:
-    import time, sys
-    import jax, jax.numpy as jnp, equinox as eqx, numpy as np
-    from vnca.train import train_config, init_state
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+STEPS = 10  # per compiled call, as the laptop recipe
+
+
+def timeit(f, n=5):
+    f(); f()
+    ts = []
+    for _ in range(n):
+        t = time.perf_counter(); f(); ts.append(time.perf_counter() - t)
+    return float(np.median(ts))
+
+
+def elbo_only(config, batch_size):
+    import jax, jax.numpy as jnp, equinox as eqx
+    from vnca.train import init_state
     from vnca.vae import batch_elbo
-    config = train_config("baseline", "laptop")
     model = init_state(config).model
-    B = int(sys.argv[1])
-    x = (jax.random.uniform(jax.random.key(0), (B, 32, 32)) < 0.13).astype(jnp.float32)
-    def timeit(f, n=9):
-        f(); f()
-        ts = []
-        for _ in range(n):
-            t = time.perf_counter(); f(); ts.append(time.perf_counter() - t)
-        return 1000 * np.median(ts)
-    @eqx.filter_jit
-    def g(model, x):
-        return eqx.filter_grad(lambda m: -batch_elbo(m, x, jax.random.key(0), steps=None).elbo)(model)
-    @eqx.filter_jit
-    def f(model, x):
-        return batch_elbo(model, x, jax.random.key(0), steps=None).elbo
-    print(jax.device_count(), "batch", B, "elbo fwd", timeit(lambda: jax.block_until_ready(f(model, x))), "grad", timeit(lambda: jax.block_until_ready(g(model, x))))
-else:
-    import time, dataclasses, sys
-    import jax, jax.numpy as jnp, equinox as eqx, numpy as np, optax
-    sys.path.insert(0, __import__('os').path.dirname(__file__))
-    from vnca.train import *
-    from vnca.train import train_steps, optimiser
-    from side_by_side import images
-    name = sys.argv[1] if len(sys.argv) > 1 else "baseline"
-    config = train_config(name, "laptop")
-    steps = 10
-    config = dataclasses.replace(config, steps_per_call=steps, log_every=steps, checkpoint_every=steps)
-    mesh = data_mesh()
-    state = place_state(init_state(config), mesh)
-    batches = shard_batches(images(steps * config.batch_size).reshape(steps, config.batch_size, 32, 32), mesh)
+    x = (jax.random.uniform(jax.random.key(0), (batch_size, 32, 32)) < 0.13).astype(jnp.float32)
+    g = eqx.filter_jit(lambda m, x: eqx.filter_grad(lambda m: -batch_elbo(m, x, jax.random.key(0), steps=None).elbo)(m))
+    f = eqx.filter_jit(lambda m, x: batch_elbo(m, x, jax.random.key(0), steps=None).elbo)
+    print(jax.device_count(), "device(s), batch", batch_size,
+          "ELBO ms: forward %.1f, gradient %.1f" % (1000 * timeit(lambda: jax.block_until_ready(f(model, x)), 9),
+                                                      1000 * timeit(lambda: jax.block_until_ready(g(model, x)), 9)))
 
-    def timeit(f, n=5):
-        f(); f()
-        ts = []
-        for _ in range(n):
-            t = time.perf_counter(); f(); ts.append(time.perf_counter() - t)
-        return np.median(ts)
 
-    def full():
-        global state
-        state, m = train_steps(config, state, batches, mesh)
+def torch_step(config):
+    import torch
+    from torch_models import Trainer, kl, log_likelihood
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    trainer, model = Trainer("baseline", config), None
+    model = trainer.model
+    x = (torch.rand(config.batch_size, 32, 32) < 0.13).float()
+
+    def gradient():
+        trainer.optimiser.zero_grad(set_to_none=True)
+        mean, log_scale = model.encoder(x[:, None])
+        z = mean + torch.exp(log_scale) * torch.randn(mean.shape)
+        (-(log_likelihood(model.decode(z), x) - kl(mean, log_scale)).mean()).backward()
+
+    def update():
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
+        trainer.optimiser.step()
+
+    print(f"PyTorch {torch.__version__}, {torch.get_num_threads()} threads: ms per step %.1f; "
+          "forward and backward %.1f; clipping and Adam %.1f"
+          % tuple(1000 * timeit(f, 20) for f in (lambda: trainer.step(x), gradient, update)))
+
+
+def trace(config, state, batches, mesh):
+    import jax
+    from vnca.train import train_steps
+    holder = [state]
+
+    def call():
+        holder[0], m = train_steps(config, holder[0], batches, mesh)
         jax.block_until_ready(m)
-    print("devices", jax.device_count())
-    print("full step ms", 1000 * timeit(full) / steps)
+    for _ in range(2):
+        call()
+    folder = tempfile.mkdtemp(prefix="vnca-trace-")
+    jax.profiler.start_trace(folder)
+    for _ in range(3):
+        call()
+    jax.profiler.stop_trace()
+    path = sorted(glob.glob(f"{folder}/**/*.trace.json.gz", recursive=True))[-1]
+    events = [e for e in json.load(gzip.open(path))["traceEvents"] if e.get("ph") == "X"]
+    by_thread = collections.defaultdict(list)
+    for e in events:
+        by_thread[e["tid"]].append(e)
+    # the threads that ran the program's operations (its fusions), busiest first
+    workers = sorted((t for t, es in by_thread.items() if any("fusion" in e["name"] for e in es)),
+                     key=lambda t: -sum(e["dur"] for e in by_thread[t]))
+    steps = 3 * STEPS
+    for t in workers:
+        totals, counts = collections.defaultdict(float), collections.Counter()
+        for e in by_thread[t]:
+            if e["name"].startswith(("ThunkExecutor", "ThreadpoolListener", "end:")):
+                continue
+            name = re.sub(r"[._]\d+$", "", e["name"])
+            totals[name] += e["dur"]; counts[name] += 1
+        print(f"thread {t}: {sum(totals.values()) / 1000 / steps:.1f} ms per step in operations")
+        for name, us in sorted(totals.items(), key=lambda kv: -kv[1])[:12]:
+            print(f"  {name:<36}{us / 1000 / steps:8.2f} ms per step ({counts[name] / steps:.0f} per step)")
 
-    donating = eqx.filter_jit(train_steps.__wrapped__ if hasattr(train_steps, "__wrapped__") else train_steps, donate="all-except-first")
+    def intervals(es):
+        merged = []
+        for e in sorted(es, key=lambda e: e["ts"]):
+            if e["name"].startswith(("ThunkExecutor", "ThreadpoolListener", "end:")):
+                continue
+            start, end = e["ts"], e["ts"] + e["dur"]
+            if merged and start <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], end)
+            else:
+                merged.append([start, end])
+        return merged
+    two = [intervals(by_thread[t]) for t in workers[:2]]
+    first = min(iv[0][0] for iv in two); last = max(iv[-1][1] for iv in two)
+    busy = np.zeros(int(last - first) + 1, np.int8)
+    for ivs in two:
+        for start, end in ivs:
+            busy[int(start - first):int(end - first)] += 1
+    span = len(busy) / 1000
+    print(f"of {span:.0f} ms ({span / steps:.1f} per step): both threads at work "
+          f"{100 * (busy == 2).mean():.0f}%, one {100 * (busy == 1).mean():.0f}%, "
+          f"neither {100 * (busy == 0).mean():.0f}%")
+
+
+def variants(config, state, batches, mesh):
+    """The step with Adam's update split over the devices (ZeRO-1) and/or the state donated."""
+    from functools import partial
+    import jax, equinox as eqx
     from jax.sharding import NamedSharding, PartitionSpec as P
+    from vnca.train import TrainState, init_state, optimiser, place_state
     from vnca.vae import batch_elbo
 
     def zero_spec(x):
@@ -76,55 +153,79 @@ else:
 
     def step_variant(state, batch, zero):
         key = jax.random.fold_in(jax.random.key(config.seed), state.step)
-        elbo_key = jax.random.split(key, 4)[0]
-        def loss(model):
-            terms = batch_elbo(model, batch, elbo_key, steps=None)
-            return -terms.elbo
-        value, grads = eqx.filter_value_and_grad(loss)(state.model)
+        value, grads = eqx.filter_value_and_grad(
+            lambda m: -batch_elbo(m, batch, jax.random.split(key, 4)[0], steps=None).elbo)(state.model)
         params = eqx.filter(state.model, eqx.is_inexact_array)
         if zero:
             specs = jax.tree.map(zero_spec, params)
             grads = jax.lax.with_sharding_constraint(grads, specs)
-            params_s = jax.lax.with_sharding_constraint(params, specs)
-        else:
-            params_s = params
-        opt = optimiser(config.learning_rate, config.clip_norm)
-        updates, opt_state = opt.update(grads, state.opt_state, params_s)
-        new = eqx.apply_updates(params_s, updates)
+            params = jax.lax.with_sharding_constraint(params, specs)
+        updates, opt_state = optimiser(config.learning_rate, config.clip_norm).update(
+            grads, state.opt_state, params)
+        new = eqx.apply_updates(params, updates)
         if zero:
-            new = jax.lax.with_sharding_constraint(new, jax.tree.map(lambda x: None if x is None else NamedSharding(mesh, P()), new))
+            new = jax.lax.with_sharding_constraint(
+                new, jax.tree.map(lambda x: None if x is None else NamedSharding(mesh, P()), new))
         model = eqx.combine(new, eqx.filter(state.model, eqx.is_inexact_array, inverse=True))
         return TrainState(model, opt_state, state.step + 1, None), value
-
-    from functools import partial
-    def make(zero, donate):
-        @partial(eqx.filter_jit, donate="all" if donate else "none")
-        def run(state, stacked):
-            return jax.lax.scan(lambda s, b: step_variant(s, b, zero), state, stacked, unroll=True)
-        return run
 
     for zero in (False, True):
         for donate in (False, True):
             st = place_state(init_state(config), mesh)
             if zero:
-                specs = jax.tree.map(zero_spec, eqx.filter(st.model, eqx.is_inexact_array))
-                opt_specs = optimiser().init(eqx.filter(st.model, eqx.is_inexact_array))
-                # shard opt state leaves like params (mu, nu have same tree)
-                def place(o):
-                    return jax.tree.map(lambda x: jax.device_put(x, zero_spec(x) if x.ndim else NamedSharding(mesh, P())), o)
-                st = TrainState(st.model, place(st.opt_state), st.step, None)
-            run = make(zero, donate)
+                st = TrainState(st.model, jax.tree.map(
+                    lambda x: jax.device_put(x, zero_spec(x) if x.ndim else NamedSharding(mesh, P())),
+                    st.opt_state), st.step, None)
+            run = partial(eqx.filter_jit, donate="all" if donate else "none")(
+                lambda s, stacked: jax.lax.scan(lambda s, b: step_variant(s, b, zero), s, stacked, unroll=True))
             holder = [st]
+
             def f():
-                s, v = run(holder[0], batches if not donate else jax.device_put(batches, batches.sharding))
+                s, v = run(holder[0], jax.device_put(batches, batches.sharding) if donate else batches)
                 holder[0] = s
                 jax.block_until_ready(v)
-            print(f"zero={zero} donate={donate}: ms/step", 1000 * timeit(f) / steps, flush=True)
+            print(f"  ZeRO-1 {zero}, donated {donate}: ms per step %.1f" % (1000 * timeit(f) / STEPS), flush=True)
 
-    def grad_only():
-        g = grad_fn(state.model, batches[0])
-        jax.block_until_ready(g)
-    @eqx.filter_jit
-    def grad_fn(model, batch):
-        return eqx.filter_grad(lambda m: -batch_elbo(m, batch, jax.random.key(0), steps=None).elbo)(model)
-    print("grad only ms", 1000 * timeit(grad_only))
+    grad = eqx.filter_jit(lambda m, b: eqx.filter_grad(
+        lambda m: -batch_elbo(m, b, jax.random.key(0), steps=None).elbo)(m))
+    print("  the gradient alone: ms %.1f" % (1000 * timeit(lambda: jax.block_until_ready(grad(state.model, batches[0])))))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", choices=("laptop", "full"), default="laptop")
+    parser.add_argument("--batch", type=int, help="time the ELBO's forward pass and gradient alone")
+    parser.add_argument("--trace", action="store_true")
+    parser.add_argument("--torch", action="store_true")
+    args = parser.parse_args()
+    from vnca.train import train_config
+    config = train_config("baseline", args.scale)
+    if args.batch:
+        return elbo_only(config, args.batch)
+    if args.torch:
+        return torch_step(config)
+    import jax, jax.numpy as jnp
+    from side_by_side import images
+    from vnca.train import data_mesh, init_state, place_state, shard_batches, train_steps
+    config = dataclasses.replace(config, steps_per_call=STEPS, log_every=STEPS, checkpoint_every=STEPS)
+    mesh = data_mesh()
+    stacked = images(STEPS * config.batch_size).reshape(STEPS, config.batch_size, 32, 32)
+    state, batches = place_state(init_state(config), mesh), shard_batches(stacked, mesh)
+    print(f"baseline, {args.scale} scale, {jax.device_count()} CPU device(s), JAX {jax.__version__}")
+    if args.trace:
+        return trace(config, state, batches, mesh)
+    runs = {f"mesh of {mesh.size}": [state, batches, mesh], "no mesh": [init_state(config), jnp.asarray(stacked), None]}
+    times = {name: [] for name in runs}
+    for turn in range(8):  # interleaved; the first two turns compile and warm up
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run[0], metrics = train_steps(config, run[0], run[1], run[2])
+            jax.block_until_ready(metrics)
+            if turn >= 2:
+                times[name].append(time.perf_counter() - start)
+    print("ms per step: " + ", ".join(f"{name} %.1f" % (1000 * np.median(t) / STEPS) for name, t in times.items()))
+    variants(config, runs[f"mesh of {mesh.size}"][0], batches, mesh)
+
+
+if __name__ == "__main__":
+    main()

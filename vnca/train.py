@@ -402,7 +402,7 @@ def train_step(
         )
         terms, finals, targets, overflow = aux
         means = (value, terms, overflow, grads)
-        if mesh is not None:  # the devices' rows are equal shares
+        if mesh is not None and mesh.size > 1:  # equal shares of the rows
             means = jax.lax.pmean(means, "data")
         return means, finals, targets
 
