@@ -5,7 +5,7 @@ issue 11's notes). Experiments, not package code; run each on a quiet machine:
     python benchmarks/baseline_step.py --scale full        # the paper's baseline
     JAX_NUM_CPU_DEVICES=1 python benchmarks/baseline_step.py --scale full   # one device
     python benchmarks/baseline_step.py --scale full --trace   # where a device's time goes (XLA's trace)
-    python benchmarks/baseline_step.py --scale full --torch   # PyTorch's step, its two halves
+    python benchmarks/baseline_step.py --scale full --torch   # PyTorch's step, its halves, one conv
     JAX_NUM_CPU_DEVICES=1 python benchmarks/baseline_step.py --batch 16   # the ELBO's gradient alone
 
 Default: ms per step of `train_steps` (10 fused) on the mesh of every device, and, in the same
@@ -75,6 +75,16 @@ def torch_step(config):
     print(f"PyTorch {torch.__version__}, {torch.get_num_threads()} threads: ms per step %.1f; "
           "forward and backward %.1f; clipping and Adam %.1f"
           % tuple(1000 * timeit(f, 20) for f in (lambda: trainer.step(x), gradient, update)))
+    # one convolution of the paper's encoder (64 -> 128 channels, 16x16 cells, stride 2), forward and
+    # backward, on one thread and on all: does PyTorch split a single convolution over the cores?
+    cells = torch.randn(32, 64, 16, 16, requires_grad=True)
+    weight = torch.randn(128, 64, 5, 5, requires_grad=True)
+    threads = torch.get_num_threads()
+    for n in sorted({1, threads}):
+        torch.set_num_threads(n)
+        ms = 1000 * timeit(lambda: torch.nn.functional.conv2d(cells, weight, stride=2, padding=2).sum().backward(), 20)
+        print(f"one convolution, forward and backward, {n} thread(s): {ms:.1f} ms")
+    torch.set_num_threads(threads)
 
 
 def trace(config, state, batches, mesh):
