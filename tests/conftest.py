@@ -1,8 +1,12 @@
+import contextlib
+import functools
+import http.server
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -87,3 +91,32 @@ def browser():
         )
         yield browser
         browser.close()
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@contextlib.contextmanager
+def serving(folder):
+    """Serve `folder` over HTTP on a free local port, without logging each request; yield its URL."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(folder)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_port}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def perturbed(model, seed=0, scale=0.05):
+    """`model` with `scale` times standard normal noise added to every floating-point array: an untrained
+    update rule's last layer is zero, and noise makes every NCA step matter."""
+    import equinox as eqx
+    import jax
+
+    leaves, tree = jax.tree.flatten(model)
+    keys = jax.random.split(jax.random.key(seed), len(leaves))
+    return jax.tree.unflatten(tree, [leaf + scale * jax.random.normal(k, leaf.shape) if eqx.is_inexact_array(leaf)
+                                     else leaf for leaf, k in zip(leaves, keys)])

@@ -4,13 +4,10 @@ The build runs once per test session into a temporary folder; the browser is Deb
 driven by playwright, against the site served on 127.0.0.1, with every request elsewhere refused.
 """
 
-import functools
 import json
-import http.server
 import re
 import subprocess
 import sys
-import threading
 import urllib.parse
 import urllib.request
 import zipfile
@@ -22,6 +19,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 import chapter_notebooks  # noqa: E402
 import export  # noqa: E402
+from conftest import serving  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -141,18 +139,10 @@ def test_mathjax_is_served_with_the_site(site):
 # ---------------------------------------------------------------- in a real browser
 
 
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture(scope="session")
 def server(site):
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(site)))
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_port}"
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(site) as url:
+        yield url
 
 
 def _visit(browser, url):

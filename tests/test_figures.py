@@ -14,20 +14,12 @@ import pytest
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from conftest import perturbed  # noqa: E402
 from vnca.baseline import BaselineConfig, baseline  # noqa: E402
 from vnca.data import BinarizedMNIST  # noqa: E402
 from vnca.doubling import DoublingConfig, doubling_vnca  # noqa: E402
 from vnca.figures import linear_probe, make_figures  # noqa: E402
 from vnca.nondoubling import NonDoublingConfig, nondoubling_vnca  # noqa: E402
-
-
-def _perturbed(model, seed=0):
-    """An untrained update rule is zero; small random weights make every figure non-trivial."""
-    leaves, tree = jax.tree.flatten(model)
-    keys = jax.random.split(jax.random.key(seed), len(leaves))
-    return jax.tree.unflatten(tree, [
-        leaf + 0.05 * jax.random.normal(k, leaf.shape) if hasattr(leaf, "dtype")
-        and jnp.issubdtype(leaf.dtype, jnp.floating) else leaf for leaf, k in zip(leaves, keys)])
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +46,8 @@ EXPECTED = {
 @pytest.mark.parametrize("name", list(MODELS))
 def test_every_figure_is_drawn(tmp_path, tiny_data, name):
     data, labels = tiny_data
-    model = _perturbed(MODELS[name]())
-    compare = ("baseline", _perturbed(MODELS["baseline"](), seed=1)) if name == "doubling" else None
+    model = perturbed(MODELS[name]())
+    compare = ("baseline", perturbed(MODELS["baseline"](), seed=1)) if name == "doubling" else None
     paths = make_figures(model, name, tmp_path, data, labels, jax.random.key(0), note="tiny test model",
                          compare=compare, tsne_images=60)
     assert {p.stem for p in paths} == EXPECTED[name]
@@ -126,7 +118,7 @@ def test_damage_recovery_scores_the_three_moments(tiny_data):
     seeds = jax.vmap(untrained.decoder.seed)(means)
     expected = jax.vmap(bernoulli_log_likelihood)(seeds[..., 0], jnp.asarray(images, jnp.float32))
     np.testing.assert_allclose(scores["grown"], expected, rtol=1e-5)
-    trained = damage_recovery(_perturbed(untrained), images, jax.random.key(1), steps=3)
+    trained = damage_recovery(perturbed(untrained), images, jax.random.key(1), steps=3)
     assert not np.allclose(trained["recovered"], trained["damaged"])
 
 
@@ -140,7 +132,7 @@ def test_sample_quality_counts_confident_classifications(tiny_data):
     confident = classified(classifier, images, threshold=0.0)
     assert confident["confident"] == 1.0 and confident["digits"].sum() == pytest.approx(1.0)
     assert classified(classifier, images, threshold=1.01)["confident"] == 0.0
-    model = _perturbed(doubling_vnca(DoublingConfig(latent=8, hidden=8, residual_blocks=1), key=jax.random.key(0)))
+    model = perturbed(doubling_vnca(DoublingConfig(latent=8, hidden=8, residual_blocks=1), key=jax.random.key(0)))
     quality = sample_quality(model, classifier, jax.random.key(2), n=30)
     assert 0 <= quality["confident"] <= 1 and quality["digits"].shape == (10,)
     assert quality["digits"].sum() == pytest.approx(1.0)
@@ -163,7 +155,7 @@ def test_figures_show_what_they_claim(tiny_data):
     images = np.asarray(data.test[:10], np.float32)
     key = jax.random.key(7)
 
-    model = _perturbed(MODELS["baseline"]())
+    model = perturbed(MODELS["baseline"]())
     fig = reconstructions(model, images, key)
     sample_key, decode_key, _ = jax.random.split(key, 3)
     mean, log_scale = jax.vmap(model.encoder)(jnp.asarray(images))
@@ -174,7 +166,7 @@ def test_figures_show_what_they_claim(tiny_data):
         np.testing.assert_allclose(_shown(fig, 1, i, 10), expected[i], atol=1e-6)  # their decodings below
     plt.close(fig)
 
-    doubling = _perturbed(MODELS["doubling"]())
+    doubling = perturbed(MODELS["doubling"]())
     fig = growth(doubling, key)
     z_key, _ = jax.random.split(key)
     final = jax.nn.sigmoid(doubling.decoder(prior(doubling, z_key, 1)[0]))
@@ -189,7 +181,7 @@ def test_figures_show_what_they_claim(tiny_data):
     np.testing.assert_allclose(_shown(fig, 0, 4, 5), jax.nn.sigmoid(doubling.decoder(ends[1])), atol=1e-6)
     plt.close(fig)
 
-    nondoubling = _perturbed(MODELS["nondoubling"]())
+    nondoubling = perturbed(MODELS["nondoubling"]())
     fig = damage_frames(nondoubling, key, steps=8, every=4)
     damaged = _shown(fig, 1, 0, len(fig.axes) // 3)
     rows, cols = np.nonzero(damaged == 0.5)  # a zeroed cell's logit is 0: probability exactly 0.5
@@ -207,7 +199,7 @@ def test_probe_figure_colour_bars_do_not_overlap(tiny_data):
     from vnca.figures import probe_maps
 
     data, labels = tiny_data
-    model = _perturbed(MODELS["nondoubling"]())
+    model = perturbed(MODELS["nondoubling"]())
     probe, _ = linear_probe(model, np.asarray(data.test[:60], np.float32), labels[:60])
     fig = probe_maps(model, probe, jax.random.key(0), n=8, note="tiny")
     fig.canvas.draw()

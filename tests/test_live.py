@@ -1,10 +1,6 @@
 """The decoders in the browser: the file format, and the JavaScript decoder step for step against JAX."""
 
-import functools
-import http.server
-import json
 import shutil
-import threading
 from pathlib import Path
 
 import jax
@@ -12,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import serving
 from vnca import pretrained
 from vnca.doubling import double
 from vnca.live import BrowserFileError, export_for_browser, read_browser_file, rule_tensors, write_browser_file
@@ -73,28 +70,20 @@ def test_only_nca_decoders_go_to_a_page(tmp_path, data_dir):
     assert not (tmp_path / "b.vncaweb").exists()
 
 
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture(scope="module")
 def page(files, browser):
     shutil.copy(SCRIPT, files / SCRIPT.name)
     (files / "harness.html").write_text(  # no favicon request
         f'<!doctype html><link rel="icon" href="data:,"><script src="{SCRIPT.name}"></script>')
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(files)))
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    page = browser.new_page()
-    errors = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.on("console", lambda m: m.type == "error" and errors.append(m.text))
-    page.goto(f"http://127.0.0.1:{httpd.server_port}/harness.html", wait_until="load")
-    yield page
-    assert errors == []
-    page.close()
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(files) as url:
+        page = browser.new_page()
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+        page.goto(f"{url}/harness.html", wait_until="load")
+        yield page
+        assert errors == []
+        page.close()
 
 
 def _js(page, body: str, *args):

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import vnca_command
+from conftest import perturbed, vnca_command
 from vnca.evaluate import image_bounds
 from vnca.nca import compiling_for, on_cpu
 from vnca.nondoubling import sample_steps
@@ -110,14 +110,6 @@ def test_compiling_for_sets_the_path_and_refuses_unknown_platforms():
         pass
 
 
-def _perturbed(model, seed=9, scale=0.02):
-    # Untrained, an update rule's last layer is zero; perturb every array so that every step matters.
-    leaves, tree = jax.tree.flatten(model)
-    keys = jax.random.split(jax.random.key(seed), len(leaves))
-    return jax.tree.unflatten(tree, [leaf + scale * jax.random.normal(k, leaf.shape) if eqx.is_inexact_array(leaf)
-                                     else leaf for leaf, k in zip(leaves, keys)])
-
-
 def _loss_and_grads(model, batch, key, steps):
     return eqx.filter_value_and_grad(lambda m: -batch_elbo(m, batch, key, steps=steps).elbo)(model)
 
@@ -126,7 +118,7 @@ def _loss_and_grads(model, batch, key, steps):
 def test_the_accelerator_path_computes_what_the_cpu_path_does(model_name):
     config = train_config(model_name, "smoke", batch_size=4)
     state = init_state(config)
-    state = eqx.tree_at(lambda s: s.model, state, _perturbed(state.model))
+    state = eqx.tree_at(lambda s: s.model, state, perturbed(state.model, seed=9, scale=0.02))
     batch = (jax.random.uniform(jax.random.key(1), (4, 32, 32)) < 0.3).astype(jnp.float32)
     key = jax.random.key(2)
     steps = sample_steps(jax.random.key(3), config.model_config) if model_name == "nondoubling" else None
@@ -145,7 +137,7 @@ def test_the_accelerator_path_computes_what_the_cpu_path_does(model_name):
         rule = dataclasses.replace(config.model_config, remat=True)
         remat = dataclasses.replace(config, model_config=rule)
     remat_state = init_state(remat)  # the same parameters: remat changes how, not what
-    remat_state = eqx.tree_at(lambda s: s.model, remat_state, _perturbed(remat_state.model))
+    remat_state = eqx.tree_at(lambda s: s.model, remat_state, perturbed(remat_state.model, seed=9, scale=0.02))
     with compiling_for("tpu"):
         tpu = everything(remat, remat_state)
     cpu = everything(config, state)
