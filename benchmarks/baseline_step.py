@@ -58,7 +58,7 @@ def torch_step(config):
     import torch
     from torch_models import Trainer, kl, log_likelihood
     torch.set_num_threads(len(os.sched_getaffinity(0)))
-    trainer, model = Trainer("baseline", config), None
+    trainer = Trainer("baseline", config)
     model = trainer.model
     x = (torch.rand(config.batch_size, 32, 32) < 0.13).float()
 
