@@ -20,6 +20,7 @@ import time
 
 from models import header  # benchmarks/models.py
 from side_by_side import torch_train, vnca_steps, vnca_train
+from vnca.data import atomic_write
 from vnca.train import scan_length, train_config
 
 
@@ -67,9 +68,7 @@ def main(argv=None):
             with open(args.json) as f:
                 results = json.load(f)
         results[side] = record
-        with open(args.json + ".part", "w") as f:
-            json.dump(results, f, indent=2)
-        os.replace(args.json + ".part", args.json)
+        atomic_write(args.json, json.dumps(results, indent=2).encode())
 
 
 if __name__ == "__main__":
