@@ -430,10 +430,11 @@ def test_perceive_in_tiles_on_a_cpu_is_the_same_convolution():
         assert convolutions(loss(perceive)) == 1  # accelerators: always one
 
 
-@pytest.mark.parametrize("side", [1, 2])  # the taps route: inputs of at most 2x2 cells
-@pytest.mark.parametrize("kernel, stride, padding, output_padding", [(5, 2, 2, 1), (3, 1, 1, 0), (4, 3, 1, 2), (3, 2, 0, 0)])
-def test_transposed_convolution_of_the_smallest_inputs(side, kernel, stride, padding, output_padding):
-    from vnca.layers import conv2d, transposed_by_taps
+@pytest.mark.parametrize("side", [1, 2, 3])  # phases by patches (<= 2x2 cells) and by lax
+@pytest.mark.parametrize("kernel, stride, padding, output_padding",
+                         [(5, 2, 2, 1), (3, 1, 1, 0), (4, 3, 1, 2), (3, 2, 0, 0), (4, 2, 1, 0), (2, 3, 0, 1)])
+def test_transposed_convolution_by_phases_of_small_inputs(side, kernel, stride, padding, output_padding):
+    from vnca.layers import conv2d, transposed_conv2d
 
     conv = Conv(3, 4, kernel, stride=stride, padding=padding, output_padding=output_padding,
                 transposed=True, key=KEY)
@@ -443,7 +444,21 @@ def test_transposed_convolution_of_the_smallest_inputs(side, kernel, stride, pad
                                rtol=1e-4, atol=1e-4)
     x = jnp.asarray(x, jnp.float32)
     target = jax.random.normal(jax.random.key(3), expected.shape)
-    by_taps = jax.grad(lambda w, x: jnp.sum(transposed_by_taps(x, w, stride, conv.padding) * target), (0, 1))
+    phased = jax.grad(lambda w, x: jnp.sum(transposed_conv2d(x, w, stride, conv.padding) * target), (0, 1))
     dilated = jax.grad(lambda w, x: jnp.sum(conv2d(x, w, 1, conv.padding, input_dilation=stride) * target), (0, 1))
-    for a, b in zip(by_taps(conv.weight, x), dilated(conv.weight, x)):
+    for a, b in zip(phased(conv.weight, x), dilated(conv.weight, x)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_a_rectangular_kernel_with_padding_per_axis_agrees_with_numpy():
+    from vnca.layers import conv2d
+
+    x = np.asarray(jax.random.normal(jax.random.key(1), (5, 6, 3)), np.float64)
+    weight = np.asarray(jax.random.normal(jax.random.key(2), (3, 2, 3, 4)), np.float64)
+    padded = np.pad(x, ((1, 2), (0, 1), (0, 0)))
+    expected = np.stack([np.stack([np.einsum("yxi,yxio->o", padded[i:i + 3, j:j + 2], weight)
+                                   for j in range(padded.shape[1] - 1)]) for i in range(padded.shape[0] - 2)])
+    for cells in (0, 10**6):  # lax's convolution, and the patch route
+        out = conv2d(jnp.asarray(x, jnp.float32), jnp.asarray(weight, jnp.float32), 1, ((1, 2), (0, 1)),
+                     patch_cells=cells)
+        np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)

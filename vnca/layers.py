@@ -11,7 +11,6 @@ import einops
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
@@ -29,46 +28,45 @@ def uniform_init(
 
 def conv2d(
     x: Float[Array, "h w c_in"],
-    weight: Float[Array, "k k c_in c_out"],
+    weight: Float[Array, "kh kw c_in c_out"],
     stride: int = 1,
-    padding: tuple[int, int] = (0, 0),
+    padding: tuple = (0, 0),
     input_dilation: int = 1,
+    patch_cells: int = PATCH_ROUTE_MAX_CELLS,
 ) -> Float[Array, "h2 w2 c_out"]:
-    """Cross-correlate one channels-last image with `weight` (padding:
-    before, after)."""
-    k = weight.shape[0]
-    pads = (padding, padding)
-    dilated = (x.shape[0] - 1) * input_dilation + 1 + sum(padding)
-    out_side = (dilated - k) // stride + 1
-    if out_side * out_side <= PATCH_ROUTE_MAX_CELLS:
-        if input_dilation > 1:
-            d, side = input_dilation, (x.shape[0] - 1) * input_dilation + 1
-            x = (
-                jnp.zeros((side, side, x.shape[2]), x.dtype)
-                .at[::d, ::d]
-                .set(x)
-            )
-        x = jnp.pad(x, (padding, padding, (0, 0)))
-        span = stride * (out_side - 1) + 1
-        # features ordered (ky, kx, c_in), as the weight's
-        patches = jnp.concatenate(
-            [
-                x[i : i + span : stride, j : j + span : stride]
-                for i in range(k)
-                for j in range(k)
-            ],
-            axis=-1,
-        )
-        flat = weight.reshape(-1, weight.shape[-1])
-        return jnp.einsum("hwp,po->hwo", patches, flat)
-    return jax.lax.conv_general_dilated(
-        x[None],
-        weight,
-        (stride, stride),
-        pads,
-        lhs_dilation=(input_dilation,) * 2,
-        dimension_numbers=_DIMENSIONS,
-    )[0]
+    """Cross-correlate one channels-last image with `weight`. padding:
+    (before, after) on both axes, or one such pair per axis; outputs of at
+    most `patch_cells` cells are computed as patches @ weights."""
+    pads = padding if isinstance(padding[0], tuple) else (padding, padding)
+    dilated = [(n - 1) * input_dilation + 1 for n in x.shape[:2]]
+    out = [
+        (n + sum(p) - k) // stride + 1
+        for n, p, k in zip(dilated, pads, weight.shape[:2])
+    ]
+    if out[0] * out[1] > patch_cells:
+        return jax.lax.conv_general_dilated(
+            x[None],
+            weight,
+            (stride, stride),
+            pads,
+            lhs_dilation=(input_dilation,) * 2,
+            dimension_numbers=_DIMENSIONS,
+        )[0]
+    zero = jnp.zeros((), x.dtype)
+    rims = [(*p, input_dilation - 1) for p in pads]
+    x = jax.lax.pad(x, zero, [*rims, (0, 0, 0)])  # dilated and padded
+    spans = [stride * (n - 1) + 1 for n in out]
+    # features ordered (ky, kx, c_in), as the weight's
+    patches = jnp.concatenate(
+        [
+            x[i : i + spans[0] : stride, j : j + spans[1] : stride]
+            for i in range(weight.shape[0])
+            for j in range(weight.shape[1])
+        ],
+        axis=-1,
+    )
+    flat = weight.reshape(-1, weight.shape[-1])
+    return jnp.einsum("hwp,po->hwo", patches, flat)
 
 
 def transposed_conv2d(
@@ -81,63 +79,32 @@ def transposed_conv2d(
     zeros when the output is exactly `stride` times the input: output row
     stride*i + a (its phase a) only meets the taps t with (a + t -
     padding[0]) divisible by the stride, so each phase is an ordinary
-    convolution of x with those taps. All phases are one convolution to
-    stride**2 * c_out channels, interleaved."""
+    convolution of x with those taps; the phases interleave."""
     k, (before, after) = weight.shape[0], padding
-    if x.shape[0] * x.shape[1] <= TAPS_ROUTE_MAX_CELLS:
-        return transposed_by_taps(x, weight, stride, padding)
-    if stride == 1 or before + after != k - 2 + stride:
+    if stride == 1 or k < stride or before + after != k - 2 + stride:
         return conv2d(x, weight, 1, padding, input_dilation=stride)
-    low = -(before // stride)  # the smallest input offset any phase reads
-    high = (stride - 1 + k - 1 - before) // stride  # the largest
-    span = stride * (high - low + 1)
-    # Phase a applies, at input offset j, the tap t = stride*j + r + first
-    # with r = stride - 1 - a: taps [first, first + span), zeros outside the
-    # kernel, laid out (j, r) are a reshape, not a gather.
-    first = stride * low + before - stride + 1
-    rim = [(-first, first + span - k, 0)] * 2 + [(0, 0, 0)] * 2
-    kernel = jax.lax.pad(weight, jnp.zeros((), weight.dtype), rim)
-    kernel = einops.rearrange(
-        kernel, "(jy ry) (jx rx) i o -> jy ry jx rx i o", ry=stride, rx=stride
-    )
-    kernel = einops.rearrange(
-        kernel[:, ::-1, :, ::-1], "jy ay jx ax i o -> jy jx i (ay ax o)"
-    )
-    phases = conv2d(x, kernel, 1, (-low, high))
+
+    def phase(a):  # its first tap, and the padding that aligns its taps
+        first = (before - a) % stride
+        offset = (a + first - before) // stride  # that tap's input offset
+        taps = len(range(first, k, stride))
+        return first, (-offset, offset + taps - 1)
+
+    phases = []
+    for ay in range(stride):
+        for ax in range(stride):
+            (fy, pad_y), (fx, pad_x) = phase(ay), phase(ax)
+            taps = weight[fy::stride, fx::stride]
+            phases.append(
+                conv2d(x, taps, 1, (pad_y, pad_x), patch_cells=PHASE_CELLS)
+            )
     return einops.rearrange(
-        phases, "h w (ay ax o) -> (h ay) (w ax) o", ay=stride, ax=stride
+        jnp.stack(phases), "(ay ax) h w o -> (h ay) (w ax) o", ay=stride
     )
 
 
-# inputs of at most 2x2 cells take `transposed_by_taps`
-TAPS_ROUTE_MAX_CELLS = 4
-
-
-def transposed_by_taps(
-    x: Float[Array, "h w c_in"],
-    weight: Float[Array, "k k c_in c_out"],
-    stride: int,
-    padding: tuple[int, int],
-) -> Float[Array, "h2 w2 c_out"]:
-    """`transposed_conv2d` as what it does to each input cell: cell (i, j)
-    adds x[i, j] @ weight[ty, tx] to output cell (stride*i + padding[0] -
-    ty, stride*j + padding[0] - tx). One product batched over the taps,
-    with the weight as it is; each tap's products spread by a padding."""
-    k, (before, after) = weight.shape[0], padding
-    span = (x.shape[0] - 1) * stride + 1  # the input, dilated
-    side = span + before + after - k + 1
-    taps = jnp.broadcast_to(x, (k, k, *x.shape))
-    products = jnp.einsum("yxhwi,yxio->yxhwo", taps, weight)
-    zero = jnp.zeros((), x.dtype)
-    out = jnp.zeros((max(side, 0), max(side, 0), weight.shape[-1]), x.dtype)
-    for ty in range(k):
-        for tx in range(k):
-            firsts = (before - ty, before - tx)  # where its products land
-            if any(f >= side or f + span <= 0 for f in firsts):
-                continue  # all of them outside the output
-            rim = [(f, side - span - f, stride - 1) for f in firsts]
-            out = out + jax.lax.pad(products[ty, tx], zero, [*rim, (0, 0, 0)])
-    return out
+# phases of at most 2x2 cells take the patch route
+PHASE_CELLS = 4
 
 
 def elu(x: Array) -> Array:
