@@ -30,6 +30,7 @@ import torch
 
 import torch_models  # benchmarks/torch_models.py
 from models import header  # benchmarks/models.py
+from vnca.data import atomic_write
 from vnca.evaluate import image_bounds
 from vnca.train import (data_mesh, drawn_steps, init_state, place_state, scan_length, shard_batches, train_config,
                         train_steps_in_place)
@@ -177,23 +178,22 @@ def main(argv=None):
         check()
     print(f"{'work':<7}{'model':<13}{'scale':<8}{'vnca s':>10}{'PyTorch s':>11}{'PyTorch/vnca':>14}", flush=True)
     results = []
-    previous = []
+    record = {}
     if args.json and os.path.exists(args.json):  # keep the rows of other runs, replace those measured again
         with open(args.json) as f:
-            previous = json.load(f)["results"]
+            record = json.load(f)
     for scale in args.scales:
         for work in args.work:
             for name in args.models:
-                r = row(work, name, scale, args.repeats, args.bound_images)
+                r = {**row(work, name, scale, args.repeats, args.bound_images), "commit": env["commit"]}
                 results.append(r)
                 print(f"{work:<7}{name:<13}{scale:<8}{r['vnca_s']:>10.3f}{r['pytorch_s']:>11.3f}{r['ratio']:>14.2f}",
                       flush=True)
                 if args.json:  # after every row, so a long run stopped part-way keeps what it measured
-                    with open(args.json + ".part", "w") as f:
-                        kept = [p for p in previous if (p["work"], p["model"], p["scale"]) not in
-                                {(q["work"], q["model"], q["scale"]) for q in results}]
-                        json.dump({"environment": env, "results": kept + results}, f, indent=2)
-                    os.replace(args.json + ".part", args.json)
+                    kept = [p for p in record.get("results", []) if (p["work"], p["model"], p["scale"]) not in
+                            {(q["work"], q["model"], q["scale"]) for q in results}]
+                    atomic_write(args.json, json.dumps({**record, "environment": env, "results": kept + results},
+                                                       indent=2).encode())
 
 
 if __name__ == "__main__":
