@@ -3,6 +3,7 @@ issue 11's notes). Experiments, not package code; run each on a quiet machine:
 
     python benchmarks/baseline_step.py                     # laptop recipe, every CPU device
     python benchmarks/baseline_step.py --scale full        # the paper's baseline
+    python benchmarks/baseline_step.py --scale full --step-only   # the training step alone (two checkouts)
     JAX_NUM_CPU_DEVICES=1 python benchmarks/baseline_step.py --scale full   # one device
     python benchmarks/baseline_step.py --scale full --trace   # where a device's time goes (XLA's trace)
     python benchmarks/baseline_step.py --scale full --torch   # PyTorch's step, its halves, one conv
@@ -207,6 +208,7 @@ def main():
     parser.add_argument("--batch", type=int, help="time the ELBO's forward pass and gradient alone")
     parser.add_argument("--trace", action="store_true")
     parser.add_argument("--torch", action="store_true")
+    parser.add_argument("--step-only", action="store_true", help="only the first line: mesh against no mesh")
     args = parser.parse_args()
     from vnca.train import train_config
     config = train_config("baseline", args.scale)
@@ -234,7 +236,8 @@ def main():
             if turn >= 2:
                 times[name].append(time.perf_counter() - start)
     print("ms per step: " + ", ".join(f"{name} %.1f" % (1000 * np.median(t) / STEPS) for name, t in times.items()))
-    variants(config, runs[f"mesh of {mesh.size}"][0], batches, mesh)
+    if not args.step_only:
+        variants(config, runs[f"mesh of {mesh.size}"][0], batches, mesh)
 
 
 if __name__ == "__main__":
