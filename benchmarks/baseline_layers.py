@@ -13,13 +13,13 @@ on a 2-core machine. Both sides run in one process, in turns, `--repeats` times;
 import argparse
 import json
 import os
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
 
+from baseline_step import timeit  # median seconds, after two warm-up calls
 from models import header  # benchmarks/models.py
 from vnca.baseline import decoder_channels
 from vnca.data import atomic_write
@@ -36,14 +36,6 @@ def layers(width: int):
              for i, (a, b, s) in enumerate(zip(enc, enc[1:], ENCODER_STRIDES))]
             + [(f"decoder {i}", a, b, 2 << i, True, 2) for i, (a, b) in enumerate(zip(dec, dec[1:]))]
             + [("to logits", dec[-1], 1, 32, True, 1)])
-
-
-def median_ms(f, repeats):
-    f(); f()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter(); f(); times.append(time.perf_counter() - start)
-    return 1000 * float(np.median(times))
 
 
 def vnca_layer(c_in, c_out, side, transposed, stride, batch):
@@ -91,11 +83,11 @@ def main():
     totals, rows = np.zeros(2), []
     for name, c_in, c_out, side, transposed, stride in layers(args.width):
         runs = [make(c_in, c_out, side, transposed, stride, args.batch) for make in (vnca_layer, torch_layer)]
-        times = np.median([[median_ms(f, args.repeats) for f in runs] for _ in range(args.rounds)], axis=0)
+        times = np.median([[1000 * timeit(f, args.repeats) for f in runs] for _ in range(args.rounds)], axis=0)
         totals += times
         rows.append({"layer": name, "input": [side, side, c_in], "c_out": c_out, "transposed": transposed,
                      "stride": stride, "vnca_ms": float(times[0]), "pytorch_ms": float(times[1])})
-        out = side * 2 if transposed and stride == 2 else side // stride if not transposed else side
+        out = side * stride if transposed else side // stride
         print(f"{name:<12}{f'{side}x{side}x{c_in}':>13}{f'{out}x{out}x{c_out}':>13}"
               f"{times[0]:9.2f}{times[1]:9.2f}{times[1] / times[0]:7.2f}")
     print(f"{'all':<38}{totals[0]:9.1f}{totals[1]:9.1f}{totals[1] / totals[0]:7.2f}   (ratio: PyTorch / vnca)")
