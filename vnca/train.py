@@ -394,17 +394,25 @@ def train_step(
         return value, (terms, finals, targets, overflow)
 
     arrays, static = eqx.partition(state.model, eqx.is_array)
+    devices = 1 if mesh is None else mesh.size
+
+    def share(model, rows, steps, weight):
+        # this device's share of the devices' mean loss: the sum of the
+        # shares' gradients is the mean's, with no pass dividing every one
+        value, aux = loss(model, rows, steps, weight)
+        return value / devices, (value, aux)
 
     def gradient(arrays, rows, steps, weight):
         model = eqx.combine(arrays, static)
-        (value, aux), grads = eqx.filter_value_and_grad(loss, has_aux=True)(
-            model, rows, steps, weight
-        )
+        (_, (value, aux)), grads = eqx.filter_value_and_grad(
+            share, has_aux=True
+        )(model, rows, steps, weight)
         terms, finals, targets, overflow = aux
-        means = (value, terms, overflow, grads)
-        if mesh is not None and mesh.size > 1:  # equal shares of the rows
+        means = (value, terms, overflow)
+        if devices > 1:  # equal shares of the rows
             means = jax.lax.pmean(means, "data")
-        return means, finals, targets
+            grads = jax.lax.psum(grads, "data")
+        return (*means, grads), finals, targets
 
     if mesh is not None:
         everywhere, split = PartitionSpec(), PartitionSpec("data")
