@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from vnca.nondoubling import NonDoublingConfig, nondoubling_vnca
-from vnca.pool import Pool, damage, empty_pool, pool_rows, pooled_batch_elbo, return_to_pool, state_overflow
+from vnca.pool import (Pool, damage, empty_pool, pool_rows, pooled_batch_elbo, pooled_rows, return_to_pool,
+                       state_overflow)
 from vnca.vae import batch_elbo, kl_to_standard_normal
 
 CONFIG = NonDoublingConfig(latent=8, hidden=8, min_steps=2, max_steps=4, test_steps=3)
@@ -135,15 +136,61 @@ def test_return_to_pool_overwrites_the_batch_slots_then_shuffles():
     np.testing.assert_array_equal(out.states[:, 0, 0, 0], ids)  # states travel with their targets
     assert int(out.filled.sum()) == 4 + 2  # the batch, plus slots 1 and 2 that were filled before
     assert ids.tolist() != sorted(ids.tolist()), "the pool was not shuffled"
-    # in 4 groups (gcd of 8, the pool and the batch) of 4 slots, each shuffled within itself: an entry
-    # stays in its group, so a group and its batch rows stay on one device
+    # a batch of 4 is one run of the rows' pattern: one group, the whole pool shuffled
     from vnca.pool import pool_groups
-    assert pool_groups(size, b) == 4 and pool_groups(1024, 128) == 8 and pool_groups(32, 12) == 4
-    for g in range(4):
-        assert set(ids[4 * g:4 * g + 4].tolist()) == {4 * g + 1, 4 * g + 2, 4 * g + 3, 100 + g}
+    assert pool_groups(size, b) == 1
     again = return_to_pool(pool, new[:, None, None] * jnp.ones((b, 32, 32)),
                            new[:, None, None, None] * jnp.ones((b, 32, 32, 2)), jax.random.key(0))
     np.testing.assert_array_equal(again.targets, out.targets)  # the same key, the same order
+
+
+def test_the_pool_is_shuffled_in_groups_that_keep_their_rows_and_whole_row_patterns():
+    from vnca.pool import pool_groups
+    # at most 8 groups, each with whole runs of the 4-row pattern, 1 where the batch has none
+    assert [pool_groups(p, b) for p, b in [(1024, 128), (128, 8), (16, 4), (32, 12), (64, 32), (128, 6)]] == \
+        [8, 2, 1, 1, 8, 1]
+    for size, b in [(1024, 128), (128, 8), (64, 32), (32, 16)]:
+        groups = pool_groups(size, b)
+        from_pool, damaged = (np.asarray(r) for r in pool_rows(b))
+        for g in range(groups):  # the rows that meet group g's slots: all three kinds among them
+            rows = np.arange(b)[np.arange(b) * (size // b) // (size // groups) == g]
+            assert len(rows) == b // groups and (~from_pool[rows]).any() and (from_pool[rows] & ~damaged[rows]).any() \
+                and damaged[rows].any(), (size, b, g, rows)
+    size, b = 32, 8  # 2 groups of 16 slots: an entry stays in its group, so a group stays on its device
+    pool = Pool(jnp.arange(size, dtype=jnp.float32)[:, None, None] * jnp.ones((size, 32, 32)),
+                jnp.zeros((size, 32, 32, 2)), jnp.ones(size, bool))
+    new = 100 + jnp.arange(b, dtype=jnp.float32)
+    out = return_to_pool(pool, new[:, None, None] * jnp.ones((b, 32, 32)), jnp.zeros((b, 32, 32, 2)),
+                         jax.random.key(0))
+    ids = np.asarray(out.targets[:, 0, 0])
+    for g in range(2):
+        old = set(range(16 * g, 16 * g + 16)) - {16 * g + 4 * r for r in range(4)}
+        assert set(ids[16 * g:16 * g + 16].tolist()) == old | {100 + 4 * g + r for r in range(4)}
+
+
+@pytest.mark.parametrize("size, b", [(128, 8), (16, 8), (64, 16)])
+def test_pool_rows_keep_meeting_fresh_images(size, b):
+    # Images numbered as they arrive, a model that returns its start: after the pool has filled, the
+    # targets that pool rows read must keep coming from fresh images. (Groups of one row each froze
+    # them at the first 64 images a 128-entry pool saw, at a batch of 8.)
+    pool = Pool(jnp.zeros((size, 1, 1)), jnp.zeros((size, 1, 1, 1)), jnp.zeros(size, bool))
+
+    @jax.jit
+    def step(pool, x, key):
+        rows = pooled_rows(pool, x, key, key)
+        targets = jnp.where(rows[3][:, None, None], rows[1], x)
+        return return_to_pool(pool, targets, targets[..., None], key), targets[:, 0, 0], rows[3]
+
+    read = []
+    for s in range(400):
+        pool, targets, from_pool = step(pool, (s * b + jnp.arange(b, dtype=jnp.float32))[:, None, None],
+                                        jax.random.key(s))
+        if s >= 200:
+            read += np.asarray(targets)[np.asarray(from_pool)].tolist()
+    read = np.array(read)
+    assert len(read) == 200 * b // 2  # every pool row was served from the pool
+    assert (read >= 200 * b).mean() > 0.5, "pool rows keep reading the images of the pool's first fill"
+    assert len(set(read.tolist())) > 2 * size  # more images than the pool holds at once
 
 
 def test_without_damage_pool_rows_start_from_their_stored_state_intact(model):

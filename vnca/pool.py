@@ -167,9 +167,13 @@ POOL_GROUPS = 8  # the most devices a pool is split over without communication
 
 def pool_groups(pool_size: int, batch_size: int) -> int:
     """How many groups a pool is shuffled in: 8, or fewer when the pool or
-    the batch does not split into 8. Never the number of devices, so that
-    any number of devices computes the same pool."""
-    return math.gcd(POOL_GROUPS, pool_size, batch_size)
+    the batch does not split into 8 groups of whole `pool_rows` patterns
+    (4 rows: seed, pool, seed, damaged pool). Never the number of devices,
+    so that any number of devices computes the same pool."""
+    if batch_size % 4:
+        return 1  # the pattern does not repeat whole: shuffle all of it
+    # a group's rows must write fresh states into it as well as read it
+    return math.gcd(POOL_GROUPS, pool_size, batch_size // 4)
 
 
 def return_to_pool(
