@@ -153,9 +153,12 @@ def test_sigterm_saves_and_stops(tmp_path, data, monkeypatch):
         return result
 
     monkeypatch.setattr(vnca.train, "train_steps_in_place", then_terminate)
-    state = fit(_config(steps=400, checkpoint_every=200), tmp_path, data=data, progress=False)
+    config = _config(steps=400, log_every=200, checkpoint_every=200)
+    state = fit(config, tmp_path, data=data, progress=False)
     assert int(state.step) == 2 and len(calls) == 1  # the call in flight finished, no other began
     assert checkpoint.read_metadata(tmp_path / CHECKPOINT)["step"] == 2
+    # logged too, before the first log_every: a run stopped early still has metrics (and a plot)
+    assert [r["step"] for r in read_metrics(tmp_path)] == [2]
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handler was put back
 
 

@@ -717,10 +717,12 @@ def fit(
                 )
                 # "Crossed a multiple", not "is a multiple": a run resumed off
                 # the grid of steps_per_call (stopped at step 7, say) still
-                # logs and saves on schedule.
+                # logs and saves on schedule. A stop logs the steps since the
+                # last line, which the checkpoint below includes.
                 if (
                     step // config.log_every > before // config.log_every
                     or step == config.steps
+                    or stop.requested
                 ):
                     now = time.perf_counter()
                     _log(out / METRICS, step, window, (now - window_start))
