@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -51,7 +52,14 @@ def train(model: str, run: Path, extra: list[str]) -> dict:
         return facts
     start = time.time()
     args = [VNCA, "train", "--model", model, "--profile", "laptop", "--out", str(run), "--no-progress", *extra]
-    result = subprocess.run(args + (["--resume"] if checkpoint.exists() else []))
+    child = subprocess.Popen(args + (["--resume"] if checkpoint.exists() else []))
+    # A stop request (Ctrl-C, or SIGTERM from a scheduler) goes to `vnca train`, which checkpoints and
+    # exits; this process waits for it, so the run's wall time is still recorded below.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: child.send_signal(signum))
+    returncode = child.wait()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL if sig == signal.SIGTERM else signal.default_int_handler)
     seconds = time.time() - start
     facts["wall_seconds"] += seconds
     facts["sessions"].append({"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start)),
@@ -59,8 +67,8 @@ def train(model: str, run: Path, extra: list[str]) -> dict:
     facts.update(cpus=os.cpu_count(), processor=platform.processor() or platform.machine(),
                  steps=read_metadata(checkpoint)["step"] if checkpoint.exists() else 0)
     atomic_write(facts_path, json.dumps(facts, indent=2).encode())
-    if result.returncode:
-        sys.exit(f"vnca train ended with status {result.returncode}; run this again to resume")
+    if returncode:
+        sys.exit(f"vnca train ended with status {returncode}; run this again to resume")
     return facts
 
 
