@@ -832,9 +832,12 @@ def plot_metrics(out: str | Path, title: str | None = None):
     axes[1].legend()
     axes[1].set_ylabel("nats")
     axes[2].plot(steps, [r["grad_norm"] for r in records])
-    axes[2].set_ylabel("gradient norm (before clipping)")
+    # a log scale, so that one spike does not flatten the rest of the curve
+    axes[2].set(yscale="log", ylabel="gradient norm (before clipping)")
     for ax in axes:
         ax.set_xlabel("step")
+        # at most 5 ticks: "10000" and "12500" ran into each other
+        ax.xaxis.set_major_locator(plt.MaxNLocator(5, integer=True))
     if title:
         fig.suptitle(title)
     fig.tight_layout()
