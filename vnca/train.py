@@ -822,18 +822,19 @@ def plot_metrics(out: str | Path, title: str | None = None):
     if not records:
         raise ValueError(f"no metrics in {Path(out) / METRICS}")
     steps = [r["step"] for r in records]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    # 9 inches wide, so that the labels stay legible in the book's column
+    fig, axes = plt.subplots(1, 3, figsize=(9, 3))
     axes[0].plot(steps, [-r["elbo"] for r in records])
-    axes[0].set_ylabel("negative ELBO (nats)")
+    axes[0].set_title("negative ELBO (nats)")
     axes[1].plot(
         steps, [-r["log_likelihood"] for r in records], label="-log p(x|z)"
     )
     axes[1].plot(steps, [r["kl"] for r in records], label="KL")
     axes[1].legend()
-    axes[1].set_ylabel("nats")
+    axes[1].set_title("its two terms (nats)")
     axes[2].plot(steps, [r["grad_norm"] for r in records])
     # a log scale, so that one spike does not flatten the rest of the curve
-    axes[2].set(yscale="log", ylabel="gradient norm (before clipping)")
+    axes[2].set(yscale="log", title="gradient norm, unclipped")
     for ax in axes:
         ax.set_xlabel("step")
         # at most 5 ticks: "10000" and "12500" ran into each other
