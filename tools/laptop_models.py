@@ -55,11 +55,11 @@ def train(model: str, run: Path, extra: list[str]) -> dict:
     child = subprocess.Popen(args + (["--resume"] if checkpoint.exists() else []))
     # A stop request (Ctrl-C, or SIGTERM from a scheduler) goes to `vnca train`, which checkpoints and
     # exits; this process waits for it, so the run's wall time is still recorded below.
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda signum, frame: child.send_signal(signum))
+    previous = {sig: signal.signal(sig, lambda signum, frame: child.send_signal(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
     returncode = child.wait()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_DFL if sig == signal.SIGTERM else signal.default_int_handler)
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
     seconds = time.time() - start
     facts["wall_seconds"] += seconds
     facts["sessions"].append({"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start)),
