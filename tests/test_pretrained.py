@@ -19,7 +19,7 @@ from vnca.baseline import ConvDecoder
 from vnca.doubling import DoublingDecoder
 from vnca.evaluate import image_bounds
 from vnca.nondoubling import NonDoublingDecoder
-from vnca.train import LAPTOP_RUNS, MODELS, TrainConfig, init_state, train_config
+from vnca.train import LAPTOP_RUNS, TrainConfig, init_state, train_config
 
 SHIPPED = ["baseline-laptop", "doubling-laptop", "nondoubling-laptop"]
 # The pool chapter's ablations: the non-doubling laptop recipe less one ingredient.
@@ -204,3 +204,24 @@ def test_a_new_evaluation_replaces_the_shipped_one_and_nothing_else(copied):
         pretrained.record_evaluation("doubling-laptop", {**record, "model": "baseline"}, folder=copied)
     with pytest.raises(pretrained.PretrainedError, match="no shipped model 'x'"):
         pretrained.record_evaluation("x", record, folder=copied)
+
+
+def test_the_training_tool_does_not_ship_a_shipped_model_again(copied):
+    """`tools/laptop_models.py`, run again after a stop, skips a model the manifest already holds
+    with the same step, record and training facts, so that the entry keeps the commit it was shipped
+    at; a new evaluation or a new timing of the same run is shipped."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    import laptop_models
+
+    shipped = laptop_models.shipped_already
+    record = json.loads((ROOT / "results" / "doubling-laptop.json").read_text())
+    entry = pretrained.manifest(copied)["doubling-laptop"]
+    training = {key: entry["training"][key] for key in ("wall_seconds", "cpus", "processor")}
+    assert shipped("doubling-laptop", record, training, folder=copied)
+    assert not shipped("doubling-laptop", {**record, "step": record["step"] + 1}, training, copied)
+    assert not shipped("doubling-laptop", {**record, "log_likelihood": -90.0}, training, copied)
+    assert not shipped("doubling-laptop", record, {**training, "wall_seconds": 1_000.0}, copied)
+    assert not shipped("baseline-laptop", record, training, folder=copied)  # not its record
+    assert not shipped("new-laptop", record, training, folder=copied)
+    (copied / "manifest.json").unlink()
+    assert not shipped("doubling-laptop", record, training, folder=copied)

@@ -72,6 +72,21 @@ def train(model: str, run: Path, extra: list[str]) -> dict:
     return facts
 
 
+def shipped_already(name: str, record: dict, training: dict, folder: Path | None = None) -> bool:
+    """Whether the manifest already holds `name` at the record's step, with that record and those
+    training facts: shipping it again would change nothing but the entry's commit, which should stay
+    the one it was shipped at."""
+    from vnca import pretrained
+
+    try:
+        entry = pretrained.manifest(folder).get(name)
+    except pretrained.PretrainedError:  # no manifest yet
+        return False
+    evaluation = {key: record.get(key) for key in pretrained.EVALUATION_KEYS}
+    return (entry is not None and entry["step"] == record.get("step") and entry["evaluation"] == evaluation
+            and all(entry["training"].get(key) == value for key, value in training.items()))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("models", nargs="+", choices=["baseline", "doubling", "nondoubling", *ABLATIONS])
@@ -90,10 +105,14 @@ def main() -> int:
         kept.mkdir(parents=True, exist_ok=True)
         for file in ("metrics.jsonl", "metrics.png", "config.json", "training.json"):
             shutil.copy(run / file, kept / file)
+        record = json.loads(record_path.read_text())
+        training = {key: facts[key] for key in ("wall_seconds", "cpus", "processor")}
+        if shipped_already(name, record, training):
+            print(f"{name}: already shipped, at step {record['step']:,}", flush=True)
+            continue
         from vnca import pretrained  # here, so that a long training run ships with the code of its end
 
-        entry = pretrained.ship(name, run, json.loads(record_path.read_text()),
-                                training={k: facts[k] for k in ("wall_seconds", "cpus", "processor")},
+        entry = pretrained.ship(name, run, record, training=training,
                                 **({"ablation": ABLATIONS[choice][1]} if choice in ABLATIONS else {}))
         print(f"shipped {name}: {entry['bytes'] / 1e6:.1f} MB, bound {entry['evaluation']['log_likelihood']:.2f}"
               f" ± {entry['evaluation']['standard_error']:.2f}", flush=True)
