@@ -84,7 +84,7 @@ LAPTOP_RUNS = {
         ),
         batch_size=32,
         learning_rate=1e-3,
-        steps=15_000,
+        steps=7_000,
     ),
     "doubling": dict(
         model_config=DoublingConfig(
