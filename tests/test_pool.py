@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from vnca.nondoubling import NonDoublingConfig, nondoubling_vnca
-from vnca.pool import (Pool, damage, empty_pool, pool_rows, pooled_batch_elbo, pooled_rows, return_to_pool,
-                       state_overflow)
+from vnca.pool import (Pool, damage, empty_pool, pool_groups, pool_rows, pooled_batch_elbo, pooled_rows,
+                       return_to_pool, state_overflow)
 from vnca.vae import batch_elbo, kl_to_standard_normal
 
 CONFIG = NonDoublingConfig(latent=8, hidden=8, min_steps=2, max_steps=4, test_steps=3)
@@ -137,7 +137,6 @@ def test_return_to_pool_overwrites_the_batch_slots_then_shuffles():
     assert int(out.filled.sum()) == 4 + 2  # the batch, plus slots 1 and 2 that were filled before
     assert ids.tolist() != sorted(ids.tolist()), "the pool was not shuffled"
     # a batch of 4 is one run of the rows' pattern: one group, the whole pool shuffled
-    from vnca.pool import pool_groups
     assert pool_groups(size, b) == 1
     again = return_to_pool(pool, new[:, None, None] * jnp.ones((b, 32, 32)),
                            new[:, None, None, None] * jnp.ones((b, 32, 32, 2)), jax.random.key(0))
@@ -145,7 +144,6 @@ def test_return_to_pool_overwrites_the_batch_slots_then_shuffles():
 
 
 def test_the_pool_is_shuffled_in_groups_that_keep_their_rows_and_whole_row_patterns():
-    from vnca.pool import pool_groups
     # at most 8 groups, each with whole runs of the 4-row pattern, 1 where the batch has none
     assert [pool_groups(p, b) for p, b in [(1024, 128), (128, 8), (16, 4), (32, 12), (64, 32), (128, 6)]] == \
         [8, 2, 1, 1, 8, 1]
@@ -190,7 +188,7 @@ def test_pool_rows_keep_meeting_fresh_images(size, b):
     read = np.array(read)
     assert len(read) == 200 * b // 2  # every pool row was served from the pool
     assert (read >= 200 * b).mean() > 0.5, "pool rows keep reading the images of the pool's first fill"
-    assert len(set(read.tolist())) > 2 * size  # more images than the pool holds at once
+    assert len(set(read.tolist())) > 2 * size  # twice as many images as the pool holds
 
 
 def test_without_damage_pool_rows_start_from_their_stored_state_intact(model):

@@ -84,7 +84,7 @@ LAPTOP_RUNS = {
         ),
         batch_size=32,
         learning_rate=1e-3,
-        steps=3_000,
+        steps=7_000,
     ),
     "doubling": dict(
         model_config=DoublingConfig(
@@ -92,7 +92,7 @@ LAPTOP_RUNS = {
         ),
         batch_size=16,
         learning_rate=1e-3,
-        steps=7_000,
+        steps=14_000,
     ),
     "nondoubling": dict(
         model_config=NonDoublingConfig(
@@ -105,7 +105,7 @@ LAPTOP_RUNS = {
         ),
         batch_size=8,
         learning_rate=1e-3,
-        steps=10_000,
+        steps=15_000,
         pool_size=128,
         state_penalty=1.0,
         encoder_from="doubling-laptop",
