@@ -188,7 +188,7 @@ def test_pool_rows_keep_meeting_fresh_images(size, b):
     read = np.array(read)
     assert len(read) == 200 * b // 2  # every pool row was served from the pool
     assert (read >= 200 * b).mean() > 0.5, "pool rows keep reading the images of the pool's first fill"
-    assert len(set(read.tolist())) > 2 * size  # twice as many images as the pool holds
+    assert len(set(read.tolist())) > 2 * size  # more than twice the images the pool holds
 
 
 def test_without_damage_pool_rows_start_from_their_stored_state_intact(model):
