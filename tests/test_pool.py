@@ -111,6 +111,33 @@ def test_the_encoder_gets_only_the_kl_gradient_of_pool_rows(model):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(np.abs(b).max()))
 
 
+def test_detached_pool_kl_keeps_the_values_and_cuts_pool_rows_off_the_encoder(model):
+    from vnca.pool import detached_pool_kl, pooled_elbos
+
+    pool = _full_pool(8)
+    x = _batch(8, seed=9)
+    model = eqx.tree_at(lambda m: m.decoder.rule.output.weight, model,
+                        0.01 * jax.random.normal(jax.random.key(4), model.decoder.rule.output.weight.shape))
+    from_pool, _ = pool_rows(8)
+    rows = pooled_rows(pool, x, jax.random.key(2), jax.random.key(3))
+
+    def loss(encoder, detach):
+        m = eqx.tree_at(lambda m: m.encoder, model, encoder)
+        terms = pooled_elbos(m, rows, 3)[0]
+        terms = detached_pool_kl(terms, rows[3]) if detach else terms
+        return -terms.elbo.sum(), terms
+
+    (_, paper), _ = eqx.filter_value_and_grad(loss, has_aux=True)(model.encoder, False)
+    (_, detached), g = eqx.filter_value_and_grad(loss, has_aux=True)(model.encoder, True)
+    for a, b in zip(paper, detached):  # the same numbers: the run reports the paper's ELBO
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6)
+    # and the encoder learns from the other rows' ELBO alone
+    expected = eqx.filter_grad(lambda e: -_per_row_elbo(eqx.tree_at(lambda m: m.encoder, model, e), x,
+                                                        jax.random.key(2))[~np.asarray(from_pool)].sum())
+    for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(expected(model.encoder))):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(np.abs(b).max()))
+
+
 def _slots(array, b):
     return array.reshape(b, -1, *array.shape[1:])[:, 0]
 
@@ -191,6 +218,38 @@ def test_pool_rows_keep_meeting_fresh_images(size, b):
     assert len(set(read.tolist())) > 2 * size  # more than twice the images the pool holds
 
 
+def test_a_pattern_with_fewer_seed_rows_keeps_pool_entries_running_longer():
+    # Each state counts the batches it has been through; pool rows continue theirs, seed rows start
+    # at 1. The paper's pattern (half the rows from seeds) retires an entry after 2 passes on
+    # average; one seed row in 8 after 8, and the entries still come from fresh images.
+    def passes(pattern, size=128, b=8):
+        pool = Pool(jnp.zeros((size, 1, 1)), jnp.zeros((size, 1, 1, 1)), jnp.zeros(size, bool))
+
+        @jax.jit
+        def step(pool, x, key):
+            rows = pooled_rows(pool, x, key, key, pattern=pattern)
+            ages = jnp.where(rows[3], rows[2][:, 0, 0, 0], 0.0) + 1
+            targets = jnp.where(rows[3][:, None, None], rows[1], x)
+            pool = return_to_pool(pool, targets, ages[:, None, None, None] * jnp.ones((b, 1, 1, 1)), key,
+                                  pattern=pattern)
+            return pool, ages, rows[3]
+
+        retired = []
+        for i in range(600):
+            x = (i * b + jnp.arange(b, dtype=jnp.float32))[:, None, None]
+            pool, ages, from_pool = step(pool, x, jax.random.key(i))
+            if i >= 300:
+                retired += np.asarray(ages)[np.asarray(from_pool)].tolist()
+        return np.mean(retired), np.asarray(pool.targets[:, 0, 0])
+
+    paper, _ = passes("SPSD")
+    long, targets = passes("SPPDPPPD")
+    assert 2 < paper < 4 and long > 2.5 * paper, (paper, long)
+    assert (targets >= 300 * 8).mean() > 0.5  # the pool still renews itself from fresh images
+    from_pool, damaged = (np.asarray(r) for r in pool_rows(16, "SPPDPPPD"))
+    assert from_pool.sum() == 14 and damaged.sum() == 4
+
+
 def test_without_damage_pool_rows_start_from_their_stored_state_intact(model):
     x, pool = _batch(8), _full_pool(16)
     _, finals, _, used = pooled_batch_elbo(model, pool, x, jax.random.key(2), jax.random.key(3), 3,
@@ -224,6 +283,12 @@ def test_pool_configuration_errors_are_clear():
         train_config("nondoubling", "smoke", pool_size=30)
     with pytest.raises(ValueError, match="batch_size must be a multiple of 4"):
         train_config("nondoubling", "smoke", batch_size=6, pool_size=36)
+    with pytest.raises(ValueError, match="batch_size must be a multiple of 8"):
+        train_config("nondoubling", "smoke", pool_pattern="SPPDPPPD", batch_size=4, pool_size=32)
+    with pytest.raises(ValueError, match="with at least one S"):
+        train_config("nondoubling", "smoke", pool_pattern="PPPD")
+    with pytest.raises(ValueError, match="pool_pattern is made of S"):
+        train_config("nondoubling", "smoke", pool_pattern="SPXD")
     with pytest.raises(ValueError, match="pool_size must be 0"):
         train_config("nondoubling", "smoke", pool_size=-8)
     assert train_config("nondoubling", "full").pool_size == 1024

@@ -39,9 +39,15 @@ def _config(model="doubling", **overrides):
     return train_config(model, "smoke", **{**base, **overrides})
 
 
-@pytest.mark.parametrize("model", ["doubling", "nondoubling", "baseline"])
-def test_resume_continues_bitwise(tmp_path, data, model):
-    config = _config(model)
+@pytest.mark.parametrize("model, extra", [
+    ("doubling", {}), ("nondoubling", {}), ("baseline", {}),
+    # the options of the laptop claims' recipes: the learning rate's schedule lives in the
+    # optimiser's state, which the checkpoint must carry
+    ("nondoubling", dict(final_learning_rate=1e-5, decay_steps=8, detach_pool_kl=True,
+                         pool_pattern="SPPD")),
+])
+def test_resume_continues_bitwise(tmp_path, data, model, extra):
+    config = _config(model, **extra)
     straight = fit(config, tmp_path / "straight", data=data, progress=False)
     half = dataclass_replace(config, steps=4)
     fit(half, tmp_path / "resumed", data=data, progress=False)
@@ -296,6 +302,31 @@ def test_encoder_from_a_shipped_model(tmp_path):
 
 def _params_of(module):
     return [np.asarray(p) for p in jax.tree.leaves(eqx.filter(module, eqx.is_inexact_array))]
+
+
+def test_final_learning_rate_falls_along_a_cosine():
+    from vnca.train import optimiser
+
+    # Adam's first steps on a constant gradient move each parameter by about the learning rate;
+    # with a schedule, by the rate of the step it is at: 1e-2 at step 0, 1e-2 * (1 + cos(pi/2)) / 2
+    # halfway, the final 1e-4 at the end (and after)
+    opt = optimiser(1e-2, 10.0, decay_steps=100, final_learning_rate=1e-4)
+    params = {"w": jnp.zeros(3)}
+    state, moved = opt.init(params), []
+    for _ in range(102):
+        updates, state = opt.update({"w": jnp.ones(3)}, state, params)
+        moved.append(float(-updates["w"][0]))
+    assert moved[0] == pytest.approx(1e-2, rel=1e-3)
+    assert moved[50] == pytest.approx(1e-4 + (1e-2 - 1e-4) * 0.5, rel=1e-3)
+    assert moved[100] == pytest.approx(1e-4, rel=1e-3) == moved[101]
+    constant = optimiser(1e-2, 10.0)  # the paper's: no schedule
+    assert jax.tree.structure(constant.init(params)) != jax.tree.structure(opt.init(params))
+    with pytest.raises(ValueError, match="final_learning_rate must be positive and at most"):
+        train_config("doubling", "smoke", final_learning_rate=1.0, decay_steps=10)
+    with pytest.raises(ValueError, match="final_learning_rate and decay_steps go together"):
+        train_config("doubling", "smoke", final_learning_rate=1e-5)
+    with pytest.raises(ValueError, match="detach_pool_kl needs a pool"):
+        train_config("doubling", "smoke", detach_pool_kl=True)
 
 
 def test_kl_weight_schedule():

@@ -2,7 +2,7 @@
 # edit the chapter named above each block, then run `python tools/export.py`.
 
 
-# ---- book/experiments.md, code cell 23 ----
+# ---- book/experiments.md, code cell 27 ----
 """The `vnca` command: `vnca train`, `vnca evaluate`, `vnca figures` and
 `vnca export-web`."""
 

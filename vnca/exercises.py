@@ -352,7 +352,7 @@ def check_optimiser(fn) -> bool:
     )
 
 
-# ---- book/pool.md, code cell 15 ----
+# ---- book/pool.md, code cell 16 ----
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -469,7 +469,7 @@ def check_bound(fn) -> bool:
     return passed("my_bound is the importance-weighted bound, and stable")
 
 
-# ---- book/experiments.md, code cell 26 ----
+# ---- book/experiments.md, code cell 30 ----
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -402,7 +402,7 @@ def damage_recovery(
     return {name: np.concatenate(values) for name, values in out.items()}
 
 
-# ---- book/experiments.md, code cell 17 ----
+# ---- book/experiments.md, code cell 21 ----
 @eqx.filter_jit
 def grown_states(model: VAE, z: jax.Array) -> jax.Array:
     """The non-doubling decoder's final grids (test-time steps, every cell
@@ -500,7 +500,7 @@ def probe_maps(
     return fig
 
 
-# ---- book/experiments.md, code cell 19 ----
+# ---- book/experiments.md, code cell 23 ----
 def latent_channels(
     model: VAE, key: jax.Array, channels: int = 16, note: str | None = None
 ):
@@ -521,7 +521,7 @@ def latent_channels(
     return fig
 
 
-# ---- book/experiments.md, code cell 21 ----
+# ---- book/experiments.md, code cell 25 ----
 def make_figures(
     model: VAE,
     name: str,
@@ -601,7 +601,7 @@ def make_figures(
     return paths
 
 
-# ---- book/experiments.md, code cell 22 ----
+# ---- book/experiments.md, code cell 26 ----
 import argparse
 import sys
 from pathlib import Path

@@ -64,11 +64,19 @@ def damage(
     return jnp.where(inside[..., None], 0.0, state)
 
 
-def pool_rows(batch_size: int) -> tuple[Bool[Array, " b"], Bool[Array, " b"]]:
-    """Which rows of a batch come from the pool (every second) and are
-    damaged (every fourth)."""
-    i = jnp.arange(batch_size)
-    return i % 2 == 1, i % 4 == 3
+# Rows of a batch, repeating: S starts from a seed (a fresh image), P from a
+# pool entry, D from a pool entry damaged. The paper's: half from the pool,
+# a quarter of the batch damaged.
+PAPER_PATTERN = "SPSD"
+
+
+def pool_rows(
+    batch_size: int, pattern: str = PAPER_PATTERN
+) -> tuple[Bool[Array, " b"], Bool[Array, " b"]]:
+    """Which rows of a batch come from the pool and are damaged: `pattern`
+    repeated (the paper's: every second row and every fourth)."""
+    rows = np.resize(np.array(list(pattern)), batch_size)
+    return jnp.asarray(rows != "S"), jnp.asarray(rows == "D")
 
 
 def _slots(array: Array, batch_size: int) -> Array:
@@ -135,12 +143,13 @@ def pooled_rows(
     key: PRNGKeyArray,
     damage_key: PRNGKeyArray,
     with_damage: bool = True,
+    pattern: str = PAPER_PATTERN,
 ) -> tuple:
     """What `pooled_elbo` takes for each row of a batch, stacked: the image,
     its slot's stored target and state, whether it comes from the pool and
     is damaged, and its two keys."""
     b = x.shape[0]
-    pool_row, damaged_row = pool_rows(b)
+    pool_row, damaged_row = pool_rows(b, pattern)
     filled = _slots(pool.filled, b)
     from_pool, damaged = pool_row & filled, damaged_row & filled
     damaged = damaged & with_damage
@@ -165,15 +174,17 @@ def pooled_elbos(model: VAE, rows: tuple, steps):
 POOL_GROUPS = 8  # the most devices a pool is split over without communication
 
 
-def pool_groups(pool_size: int, batch_size: int) -> int:
+def pool_groups(
+    pool_size: int, batch_size: int, pattern: str = PAPER_PATTERN
+) -> int:
     """How many groups a pool is shuffled in: 8, or fewer when the pool or
     the batch does not split into 8 groups of whole `pool_rows` patterns
-    (4 rows: seed, pool, seed, damaged pool). Never the number of devices,
-    so that any number of devices computes the same pool."""
-    if batch_size % 4:
+    (the paper's: 4 rows, seed, pool, seed, damaged pool). Never the number
+    of devices, so that any number of devices computes the same pool."""
+    if batch_size % len(pattern):
         return 1  # the pattern does not repeat whole: shuffle all of it
     # a group's rows must write fresh states into it as well as read it
-    return math.gcd(POOL_GROUPS, pool_size, batch_size // 4)
+    return math.gcd(POOL_GROUPS, pool_size, batch_size // len(pattern))
 
 
 def return_to_pool(
@@ -182,6 +193,7 @@ def return_to_pool(
     finals: Float[Array, "b side side c"],
     key: PRNGKeyArray,
     sharding: Sharding | None = None,
+    pattern: str = PAPER_PATTERN,
 ) -> Pool:
     """Write a batch's final states over its slots, then shuffle each of
     the pool's `pool_groups` contiguous groups with its own permutation.
@@ -192,7 +204,7 @@ def return_to_pool(
         _put_slots(pool.states, jax.lax.stop_gradient(finals)),
         _put_slots(pool.filled, jnp.ones(targets.shape[0], bool)),
     )
-    groups = pool_groups(pool.filled.shape[0], targets.shape[0])
+    groups = pool_groups(pool.filled.shape[0], targets.shape[0], pattern)
     size = pool.filled.shape[0] // groups
     orders = jax.vmap(lambda k: jax.random.permutation(k, size))(
         jax.random.split(key, groups)
@@ -212,6 +224,14 @@ def return_to_pool(
 
 
 # ---- book/pool.md, code cell 5 ----
+def detached_pool_kl(terms: Terms, from_pool: Bool[Array, " b"]) -> Terms:
+    """Per-row terms with each pool row's KL term cut off from the gradient:
+    the same values, no pull of pool rows' KL on the encoder."""
+    kl = jnp.where(from_pool, jax.lax.stop_gradient(terms.kl), terms.kl)
+    return Terms(terms.log_likelihood - kl, terms.log_likelihood, kl)
+
+
+# ---- book/pool.md, code cell 6 ----
 def state_overflow(
     finals: Float[Array, "b side side c"], bound: float = 3.0
 ) -> Float[Array, ""]:
@@ -224,7 +244,7 @@ def state_overflow(
     )
 
 
-# ---- book/pool.md, code cell 10 ----
+# ---- book/pool.md, code cell 11 ----
 @eqx.filter_jit
 def grown_for_long(
     model: VAE,
@@ -267,7 +287,7 @@ def grown_for_long(
     return jax.vmap(one)(means, images, keys)
 
 
-# ---- book/pool.md, code cell 11 ----
+# ---- book/pool.md, code cell 12 ----
 def ablation_figure(
     models: dict,
     images,

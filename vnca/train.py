@@ -41,7 +41,9 @@ from vnca.nondoubling import (
     scanning,
 )
 from vnca.pool import (
+    PAPER_PATTERN,
     Pool,
+    detached_pool_kl,
     empty_pool,
     pooled_elbos,
     pooled_rows,
@@ -52,9 +54,20 @@ from vnca.vae import VAE, Terms, elbo
 
 
 def optimiser(
-    learning_rate: float = 1e-4, clip_norm: float = 10.0
+    learning_rate: float = 1e-4,
+    clip_norm: float = 10.0,
+    decay_steps: int | None = None,
+    final_learning_rate: float | None = None,
 ) -> optax.GradientTransformation:
-    """Clip the gradient's global norm, then Adam."""
+    """Clip the gradient's global norm, then Adam. With `final_learning_rate`
+    (not the paper's), the rate falls from `learning_rate` to it over
+    `decay_steps` steps along a cosine, and stays there."""
+    if final_learning_rate is not None:
+        learning_rate = optax.cosine_decay_schedule(
+            learning_rate,
+            decay_steps,
+            alpha=final_learning_rate / learning_rate,
+        )
     return optax.chain(
         optax.clip_by_global_norm(clip_norm), optax.adam(learning_rate)
     )
@@ -144,6 +157,18 @@ class TrainConfig:
     decoder_first: int = 0
     # then steps over which the KL term's weight rises from 0 to 1
     kl_warmup: int = 0
+    # Not the paper's: the learning rate falls along a cosine to this over
+    # decay_steps steps (its own field, not `steps`: a run stopped early and
+    # extended keeps its schedule); None: constant, the paper's
+    final_learning_rate: float | None = None
+    decay_steps: int | None = None
+    # Not the paper's: a pool row's KL term sends no gradient to the encoder,
+    # as its reconstruction term sends none (see the pool chapter)
+    detach_pool_kl: bool = False
+    # which rows of each batch start from a seed (S), a pool entry (P) or a
+    # damaged one (D), repeating; not "SPSD", the paper's, for longer-lived
+    # pool entries (see the pool chapter)
+    pool_pattern: str = PAPER_PATTERN
 
     def __post_init__(self):
         if self.model not in MODELS:
@@ -186,11 +211,18 @@ class TrainConfig:
                     "only the non-doubling model trains with a "
                     f"pool; set pool_size=0 for {self.model!r}"
                 )
-            if self.batch_size % 4:
+            pattern = self.pool_pattern
+            if not (set(pattern) <= set("SPD") and "S" in pattern):
                 raise ValueError(
-                    "with a pool, batch_size must be a "
-                    "multiple of 4 (half the rows from the "
-                    f"pool, half of those damaged); got {self.batch_size}"
+                    "pool_pattern is made of S (a row from a seed), P (from "
+                    "the pool) and D (from the pool, damaged), with at "
+                    f"least one S; got {pattern!r}"
+                )
+            if self.batch_size % len(pattern):
+                raise ValueError(
+                    "with a pool, batch_size must be a multiple of "
+                    f"{len(pattern)} (the pool pattern {pattern!r} "
+                    f"repeats); got {self.batch_size}"
                 )
             if self.pool_size % self.batch_size:
                 raise ValueError(
@@ -209,6 +241,27 @@ class TrainConfig:
             raise ValueError(
                 "state_penalty must be 0, or positive "
                 f"with a pool; got {self.state_penalty}"
+            )
+        if self.final_learning_rate is not None and not (
+            0 < self.final_learning_rate <= self.learning_rate
+        ):
+            raise ValueError(
+                "final_learning_rate must be positive and at most "
+                f"learning_rate ({self.learning_rate}), or None for a "
+                f"constant rate; got {self.final_learning_rate}"
+            )
+        if (self.final_learning_rate is None) != (self.decay_steps is None):
+            raise ValueError(
+                "final_learning_rate and decay_steps go together: set both "
+                "for a falling learning rate, neither for a constant one"
+            )
+        if self.decay_steps is not None and self.decay_steps < 1:
+            raise ValueError(
+                f"decay_steps must be at least 1, got {self.decay_steps}"
+            )
+        if self.detach_pool_kl and not self.pool_size:
+            raise ValueError(
+                "detach_pool_kl needs a pool: it changes pool rows' loss"
             )
         if not self.damage and not self.pool_size:
             raise ValueError(
@@ -305,7 +358,7 @@ def init_state(config: TrainConfig) -> TrainState:
     if config.encoder_from:
         encoder = _shipped_encoder(config.encoder_from, model)
         model = eqx.tree_at(lambda m: m.encoder, model, encoder)
-    opt_state = optimiser(config.learning_rate, config.clip_norm).init(
+    opt_state = config_optimiser(config).init(
         eqx.filter(model, eqx.is_inexact_array)
     )
     pool = (
@@ -314,6 +367,15 @@ def init_state(config: TrainConfig) -> TrainState:
         else None
     )
     return TrainState(model, opt_state, jnp.zeros((), jnp.int32), pool)
+
+
+def config_optimiser(config: TrainConfig) -> optax.GradientTransformation:
+    return optimiser(
+        config.learning_rate,
+        config.clip_norm,
+        config.decay_steps,
+        config.final_learning_rate,
+    )
 
 
 def kl_weight(config: TrainConfig, step):
@@ -368,7 +430,12 @@ def train_step(
         rows = (batch, jax.random.split(elbo_key, batch.shape[0]))
     else:
         rows = pooled_rows(
-            state.pool, batch, elbo_key, damage_key, with_damage=config.damage
+            state.pool,
+            batch,
+            elbo_key,
+            damage_key,
+            config.damage,
+            config.pool_pattern,
         )
     weight = kl_weight(config, state.step)  # of the KL term (laptop)
 
@@ -383,6 +450,8 @@ def train_step(
             overflow = jnp.zeros(())
         else:
             terms, finals, targets = pooled_elbos(model, rows, steps)
+            if config.detach_pool_kl:
+                terms = detached_pool_kl(terms, rows[3])
             overflow = state_overflow(finals)
         terms = Terms(*(t.mean() for t in terms))
         objective = terms.elbo
@@ -426,7 +495,7 @@ def train_step(
     (value, terms, overflow, grads), finals, targets = gradient(
         arrays, rows, steps, weight
     )
-    opt = optimiser(config.learning_rate, config.clip_norm)
+    opt = config_optimiser(config)
     params = eqx.filter(state.model, eqx.is_inexact_array)
     updates, opt_state = opt.update(grads, state.opt_state, params)
     # freeze the encoder's *updates*: Adam's moments for it keep learning
@@ -450,7 +519,9 @@ def train_step(
         metrics["pool_rows"] = rows[3].mean()
         metrics["overflow"] = overflow
         sharding = None if mesh is None else NamedSharding(mesh, split)
-        pool = return_to_pool(pool, targets, finals, shuffle_key, sharding)
+        pool = return_to_pool(
+            pool, targets, finals, shuffle_key, sharding, config.pool_pattern
+        )
     return TrainState(
         eqx.apply_updates(state.model, updates),
         opt_state,
@@ -1050,6 +1121,33 @@ def add_train_command(commands) -> None:
         "weight from 0 to 1 over this many steps (not in the paper)",
     )
     train.add_argument(
+        "--final-learning-rate",
+        type=float,
+        metavar="RATE",
+        help="let the learning rate fall along a cosine to this over "
+        "--decay-steps steps (not in the paper; default: constant)",
+    )
+    train.add_argument(
+        "--decay-steps",
+        type=int,
+        metavar="STEPS",
+        help="with --final-learning-rate: the steps it takes to get there "
+        "(default: the run's steps)",
+    )
+    train.add_argument(
+        "--pool-pattern",
+        metavar="ROWS",
+        help="non-doubling with a pool only: which rows of a batch start "
+        "from a seed (S), the pool (P) or the pool damaged (D), repeating "
+        "(default: SPSD, the paper's)",
+    )
+    train.add_argument(
+        "--detach-pool-kl",
+        action="store_true",
+        help="non-doubling with a pool only: a pool row's KL term sends no "
+        "gradient to the encoder (not in the paper; see the pool chapter)",
+    )
+    train.add_argument(
         "--data-dir",
         type=Path,
         help="a folder with the data files (else "
@@ -1076,6 +1174,10 @@ def train_command(args) -> int:
             ("encoder_from", args.encoder_from),
             ("decoder_first", args.decoder_first),
             ("kl_warmup", args.kl_warmup),
+            ("final_learning_rate", args.final_learning_rate),
+            ("decay_steps", args.decay_steps),
+            ("detach_pool_kl", True if args.detach_pool_kl else None),
+            ("pool_pattern", args.pool_pattern),
         ]
         if v is not None
     }
@@ -1090,6 +1192,11 @@ def train_command(args) -> int:
                         f"divide the {args.profile} profile's {name} "
                         f"({getattr(profile, name)})"
                     )
+        if "final_learning_rate" in overrides and args.decay_steps is None:
+            # a falling rate reaches its end at the run's last step
+            overrides["decay_steps"] = overrides.get(
+                "steps", train_config(args.model, args.profile).steps
+            )
         config = train_config(args.model, args.profile, **overrides)
         rule = {  # options of the NCA decoders
             k: v

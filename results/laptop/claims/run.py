@@ -1,0 +1,61 @@
+"""Training runs for issue 33's experiments: a laptop recipe with the changes under test, each
+a flag, trained by `vnca.train.fit` (checkpoints, resume, metrics as usual). What the package
+does not have yet is patched in here, and moves into the chapters once a run justifies it:
+
+- --schedule cosine: the learning rate decays from --lr to --lr * --final-lr by a cosine;
+- --pool-fresh N: only N rows of every 8 start from a seed, the rest continue pool states
+  (the recipe's pool: 4 of 8), damage every 4th row as before; the pool is shuffled whole;
+- --pool-kl detached: a pool row's KL term sends no gradient to the encoder (its
+  reconstruction term sends none: its state was grown from an earlier z);
+- --warm NAME|RUN: start from a shipped model's or a run's weights (the decoder and encoder).
+
+    python run.py nondoubling --out runs/x --steps 4000 --warm nondoubling-laptop --pool-fresh 1
+"""
+import argparse
+import dataclasses
+from pathlib import Path
+
+import json
+
+import patches
+from vnca.train import fit, train_config
+
+p = argparse.ArgumentParser()
+p.add_argument("model")
+p.add_argument("--out", required=True)
+p.add_argument("--steps", type=int, required=True)
+p.add_argument("--lr", type=float, default=1e-3)
+p.add_argument("--schedule", choices=("constant", "cosine"), default="constant")
+p.add_argument("--final-lr", type=float, default=0.01, help="fraction of --lr at the end")
+p.add_argument("--pool-fresh", type=int, default=4)
+p.add_argument("--warm", default="")
+p.add_argument("--pool-kl", choices=("paper", "detached"), default="paper",
+               help="detached: a pool row's KL term has no gradient to the encoder, as its "
+               "reconstruction term has none")
+p.add_argument("--hidden", type=int)
+p.add_argument("--batch", type=int)
+p.add_argument("--resume", action="store_true")
+p.add_argument("--set", nargs="*", default=[], help="TrainConfig field=value (int/float/str)")
+a = p.parse_args()
+
+overrides = {"steps": a.steps, "learning_rate": a.lr}
+if a.batch:
+    overrides["batch_size"] = a.batch
+for item in a.set:
+    k, v = item.split("=")
+    for cast in (int, float, str):
+        try:
+            overrides[k] = cast(v)
+            break
+        except ValueError:
+            pass
+config = train_config(a.model, "laptop", **overrides)
+if a.hidden:
+    config = dataclasses.replace(
+        config, model_config=dataclasses.replace(config.model_config, hidden=a.hidden))
+
+patches.apply(a, config.steps)
+Path(a.out).mkdir(parents=True, exist_ok=True)
+(Path(a.out) / "claims-args.json").write_text(json.dumps(vars(a), indent=1))
+print(config, flush=True)
+fit(config, a.out, resume=a.resume, progress=False)
