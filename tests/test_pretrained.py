@@ -161,7 +161,7 @@ def test_commands_take_a_shipped_name(tmp_path, data_dir):
 def test_a_wheel_of_the_repository_carries_the_weights(tmp_path):
     source = tmp_path / "source"  # a copy, so that the build leaves nothing in the checkout
     source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, source / name)
     shutil.copytree(ROOT / "vnca", source / "vnca", ignore=shutil.ignore_patterns("__pycache__"))
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
