@@ -151,3 +151,17 @@ def test_the_pages_commands_parse_and_name_each_models_run(kind, tmp_path):
         else:
             assert arguments.out == tmp_path / "results" / f"{runs[-1]}.json"
     assert runs == ["baseline", "doubling", "nondoubling"]
+
+
+def test_the_introductions_machine_table_gives_the_same_times():
+    intro = (ROOT / "book" / "intro.md").read_text()
+    header = next(line for line in intro.splitlines() if line.startswith("| | a 2-core laptop CPU"))
+    row = next(line for line in intro.splitlines() if line.startswith("| the paper's 100,000 steps"))
+    columns = [c.strip() for c in header.strip().strip("|").split("|")][1:]
+    cells = dict(zip(columns, [c.strip() for c in row.strip().strip("|").split("|")][1:]))
+    for column, machine in (("a Colab GPU (T4)", "Colab T4"), ("a Colab TPU v5e-1", "Colab TPU v5e-1"),
+                            ("a Kaggle TPU v5e-8", "Kaggle TPU v5e-8")):
+        expected = ", ".join(f"{name} {FULL_RUN_COST[model][machine]}" for model, name in NAMES.items())
+        assert cells[column].startswith(f"estimate: {expected}"), column
+    measured = ", ".join(FULL_RUN_COST[model]["TPU v3-8"] for model in NAMES)
+    assert f"(the v3-8, measured: {measured})" in cells["a Kaggle TPU v5e-8"]

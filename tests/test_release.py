@@ -153,6 +153,8 @@ def test_one_version_everywhere():
     assert done.returncode == 0 and done.stdout.strip() == f"vnca {version}", done.stdout + done.stderr
     changelog = (ROOT / "CHANGELOG.md").read_text()
     assert re.findall(r"^## (\d+\.\d+\.\d+)", changelog, re.MULTILINE)[0] == version  # the newest first
+    readme = (ROOT / "README.md").read_text()
+    assert f"Version {version} (`vnca --version`" in readme and f"<{citation.load()['url']}>" in readme
     # every page that names the wheel names this version's
     for path in [ROOT / "README.md", *sorted((ROOT / "book").glob("*.md"))]:
         for wheel in re.findall(r"vnca-[\w.]+-py3-none-any\.whl", path.read_text()):
