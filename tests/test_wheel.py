@@ -34,12 +34,17 @@ def test_a_fresh_environment_with_only_the_wheel_draws_and_evaluates(tmp_path):
     checked = subprocess.run([str(Path(sys.executable).parent / "twine"), "check", "--strict", str(sdist),
                               str(wheel)], capture_output=True, text=True, timeout=300)
     assert checked.returncode == 0 and checked.stdout.count("PASSED") == 2, checked.stdout + checked.stderr
+    # Both carry the licence and the shipped models (the manifest and every weights file it names).
+    manifest = json.loads((ROOT / "vnca" / "weights" / "manifest.json").read_text())
+    weights = {"vnca/weights/manifest.json", *(f"vnca/weights/{e['file']}" for e in manifest["models"].values())}
     with zipfile.ZipFile(wheel) as archive:
         metadata = archive.read(f"vnca-{version}.dist-info/METADATA").decode()
-        assert f"vnca-{version}.dist-info/licenses/LICENSE" in archive.namelist()
+        names = set(archive.namelist())
+    assert f"vnca-{version}.dist-info/licenses/LICENSE" in names and weights <= names, weights - names
     assert f"\nVersion: {version}\n" in metadata and "\nLicense-Expression: MIT\n" in metadata
     with tarfile.open(sdist) as archive:
-        assert {f"vnca-{version}/LICENSE", f"vnca-{version}/vnca/weights/manifest.json"} <= set(archive.getnames())
+        names = {name.removeprefix(f"vnca-{version}/") for name in archive.getnames()}
+    assert {"LICENSE", "README.md", "pyproject.toml", *weights} <= names, weights - names
 
     env_dir = tmp_path / "env"
     venv.create(env_dir, with_pip=True)
