@@ -39,6 +39,7 @@ test: setup
 export: $(VENV)/.installed
 	$(BIN)/python tools/format_chapters.py
 	$(BIN)/python tools/export.py
+	$(BIN)/python tools/citation.py
 	$(BIN)/python tools/chapter_notebooks.py
 
 clean:

@@ -33,10 +33,10 @@ def test_notebook_is_valid_output_free_and_installs_first(path):
     install = nb.cells[0]
     assert install.cell_type == "code" and set(install.metadata["tags"]) == {"vnca-install", "remove-cell"}
     repo = chapter_notebooks.repository(ROOT)
-    assert f"vnca @ git+{repo.url}@{repo.branch}" in install.source  # the code beside the notebook
+    assert f"vnca @ git+{repo.url}@{repo.install_ref}" in install.source  # the code beside the notebook
     assert "Internet on" in install.source and "SystemExit" in install.source  # a failure says what to do
     assert f"wheels/{chapter_notebooks.wheel_name()}" in install.source  # and names the offline route
-    assert 'f"jax=={jax.__version__}"' in install.source  # the platform's JAX stays
+    assert "--constraint" in install.source  # the platform's JAX stays (tested below with a fake one)
     compile(install.source, path.name, "exec")
     assert sum("vnca-install" in c.metadata.get("tags", []) for c in nb.cells) == 1
     chapter = (ROOT / "book" / f"{path.stem}.md").read_text()
@@ -134,3 +134,88 @@ def test_diagrams_travel_inside_the_notebook(path):
             assert svg == (ROOT / "book" / "figures" / name).read_bytes()
     if path.stem in ("intro", "nca", "doubling"):
         assert any(c.get("attachments") for c in nb.cells), "its diagram is missing"
+
+
+def _fake_site(folder: Path, installed: dict[str, str], pip_exit: int = 0) -> Path:
+    """A folder that stands for a platform's Python: the distributions `installed` (name: version,
+    metadata only) and a `pip` that records how it was called instead of installing anything."""
+    folder.mkdir()
+    for name, version in installed.items():
+        info = folder / f"{name.replace('-', '_')}-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    (folder / "pip").mkdir()
+    (folder / "pip" / "__init__.py").write_text("")
+    (folder / "pip" / "__main__.py").write_text(
+        "import json, pathlib, sys\n"
+        "args = sys.argv[1:]\n"
+        "constraints = pathlib.Path(args[args.index('--constraint') + 1]).read_text()\n"
+        f"pathlib.Path({str(folder / 'pip-call.json')!r}).write_text(json.dumps([args, constraints]))\n"
+        f"sys.exit({pip_exit})\n")
+    return folder
+
+
+def _run_install_cell(tmp_path: Path, installed: dict[str, str], pip_exit: int = 0, release: str = ""):
+    """The install cell, run as a notebook would run it, in a Python that sees only `_fake_site`:
+    `-S` leaves out this environment's site-packages (its vnca, its JAX), PYTHONPATH puts the fake
+    distributions and the fake pip first (the `pip` the cell starts sees them too)."""
+    import json
+    import os
+
+    tmp_path.mkdir(exist_ok=True)
+    site = _fake_site(tmp_path / "site", installed, pip_exit)
+    repo = chapter_notebooks.Repository("https://github.com/someone/vnca", "main", release)
+    cell = chapter_notebooks.INSTALL.format(url=repo.url, ref=repo.install_ref, wheel="vnca-9.9.9-py3-none-any.whl")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    done = subprocess.run([sys.executable, "-S", "-c", cell], cwd=tmp_path, capture_output=True, text=True,
+                          env={**env, "PYTHONPATH": str(site)}, timeout=120)
+    call = site / "pip-call.json"
+    return done, (json.loads(call.read_text()) if call.exists() else None)
+
+
+def test_the_install_cell_keeps_a_kaggle_tpu_images_jax_and_libtpu(tmp_path):
+    """Kaggle's TPU image: JAX, jaxlib and libtpu installed (here at versions no registry has), no
+    Equinox, no vnca. The cell installs vnca and constrains pip to the installed JAX stack, so pip
+    picks versions of the rest that go with it instead of replacing it."""
+    installed = {"jax": "0.4.99", "jaxlib": "0.4.99", "libtpu": "0.0.99", "numpy": "2.0.2", "ml_dtypes": "0.5.0"}
+    done, (args, constraints) = _run_install_cell(tmp_path, installed)
+    assert done.returncode == 0, done.stderr
+    assert args[:2] == ["install", "--quiet"] and "vnca @ git+https://github.com/someone/vnca@main" in args
+    assert not {"-U", "--upgrade", "--force-reinstall", "--no-deps", "--ignore-installed"} & set(args)
+    assert not [a for a in args if a.startswith(("jax", "libtpu"))]  # nothing of JAX's is asked for
+    assert sorted(constraints.splitlines()) == ["jax==0.4.99", "jaxlib==0.4.99", "libtpu==0.0.99"]
+    assert "kept jax 0.4.99, jaxlib 0.4.99, libtpu 0.0.99" in done.stdout
+
+
+def test_the_install_cell_keeps_a_gpu_images_cuda_plugins_and_pins_nothing_where_there_is_no_jax(tmp_path):
+    installed = {"jax": "0.5.1", "jaxlib": "0.5.1", "jax-cuda12-plugin": "0.5.1", "jax_cuda12_pjrt": "0.5.1"}
+    done, (_, constraints) = _run_install_cell(tmp_path / "colab", installed)
+    assert done.returncode == 0, done.stderr
+    assert sorted(constraints.splitlines()) == ["jax-cuda12-pjrt==0.5.1", "jax-cuda12-plugin==0.5.1",
+                                                "jax==0.5.1", "jaxlib==0.5.1"]
+    done, (args, constraints) = _run_install_cell(tmp_path / "bare", {"numpy": "2.0.2"})
+    assert done.returncode == 0 and constraints == "" and "kept nothing" in done.stdout, done.stderr
+
+
+def test_the_install_cell_says_what_to_do_when_pip_fails_and_installs_a_named_release(tmp_path):
+    done, call = _run_install_cell(tmp_path / "fails", {"jax": "0.4.99"}, pip_exit=1)
+    assert done.returncode == 1 and call is not None
+    assert "Internet on" in done.stderr and "keeping it (jax)" in done.stderr and "Traceback" not in done.stderr
+    done, (args, _) = _run_install_cell(tmp_path / "release", {}, release="v0.2.0")
+    assert done.returncode == 0 and "vnca @ git+https://github.com/someone/vnca@v0.2.0" in args
+
+
+def test_a_release_named_in_the_configuration_is_this_versions_tag(tmp_path):
+    for name in ("_config.yml", "vnca/__init__.py"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        shutil.copy(ROOT / name, tmp_path / name)
+    assert chapter_notebooks.repository(tmp_path).install_ref == "main"  # no release yet: the branch
+    config = tmp_path / "_config.yml"
+    text = config.read_text()
+    assert '  release: ""\n' in text
+    version = chapter_notebooks.package_version(ROOT)
+    config.write_text(text.replace('  release: ""\n', f"  release: v{version}\n"))
+    assert chapter_notebooks.repository(tmp_path).install_ref == f"v{version}"
+    config.write_text(text.replace('  release: ""\n', "  release: v0.0.1\n"))
+    with pytest.raises(ValueError, match="repository.release must be the tag of this version"):
+        chapter_notebooks.repository(tmp_path)

@@ -44,15 +44,18 @@ def test_full_runs_go_where_they_outlive_the_session(monkeypatch, tmp_path):
     assert runs_folder(tmp_path) == tmp_path / "mine"
 
 
-@pytest.mark.parametrize("model, tpu, t4", [("baseline", "10 min", "14 min"), ("doubling", "40 min", "21 h"),
-                                            ("nondoubling", "2.5 h", "2.2 days")])
-def test_a_full_run_is_announced_with_its_cost_and_its_folder(model, tpu, t4, tmp_path):
+@pytest.mark.parametrize("model, tpu, v5e8, v5e1, t4x2, t4", [
+    ("baseline", "10 min", "3.1 min", "25 min", "6.9 min", "14 min"),
+    ("doubling", "40 min", "12 min", "1.7 h", "10 h", "21 h"),
+    ("nondoubling", "2.5 h", "47 min", "6.2 h", "26 h", "2.2 days")])
+def test_a_full_run_is_announced_with_its_cost_and_its_folder(model, tpu, v5e8, v5e1, t4x2, t4, tmp_path):
     from vnca.train import full_run_notice, train_config
 
     config = train_config(model, "full")
     notice = full_run_notice(config, tmp_path / "run")
     assert notice.startswith(f"VNCA_PROFILE=full: 100,000 steps of batch {config.batch_size}.")
-    assert f"about {tpu} on a TPU v3-8 (measured" in notice and f"{t4} on a Colab T4 (estimated)" in notice
+    assert f"about {tpu} on a TPU v3-8 (measured by the JAX reproduction); estimated: {v5e8} on a Kaggle " \
+           f"TPU v5e-8, {v5e1} on a Colab TPU v5e-1, {t4x2} on a Kaggle T4 x2, {t4} on a Colab T4." in notice
     assert f"every 2,000 steps in {tmp_path / 'run'}; run again to resume" in notice
     # the chapters that start full runs print it
     for chapter in ("train", "pool"):

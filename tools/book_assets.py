@@ -78,26 +78,39 @@ def _write_assets(app, exception) -> None:
     build_wheel(outdir / WHEEL_FOLDER)
 
 
-def build_wheel(outdir: Path, root: Path = ROOT) -> Path:
-    """Build the package's wheel into `outdir` from a copy of what it is made of (so that the build
-    leaves nothing in the checkout), with the setuptools already installed: no network."""
+PACKAGE_SOURCES = ("vnca", "pyproject.toml", "README.md", "LICENSE")  # what the sdist is made of
+
+
+def build_package(outdir: Path, root: Path = ROOT, sdist: bool = True) -> list[Path]:
+    """Build the package with `python -m build` into `outdir`, from a copy of what it is made of (so
+    that the build leaves nothing in the checkout), with the setuptools already installed: no
+    network. With `sdist`, the sdist first and the wheel from it (so a file the sdist lacks fails
+    the wheel), as a release is built; else the wheel alone. Returns the files, the wheel last."""
     with tempfile.TemporaryDirectory(prefix="vnca-wheel-") as tmp:
         source = Path(tmp) / "source"
-        shutil.copytree(root / "vnca", source / "vnca", ignore=shutil.ignore_patterns("__pycache__"))
-        for name in ("pyproject.toml", "README.md"):
-            shutil.copy2(root / name, source / name)
-        result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
-                                 "--no-build-isolation", "--wheel-dir", str(Path(tmp) / "dist"), str(source)],
-                                capture_output=True, text=True)
+        for name in PACKAGE_SOURCES:
+            if (root / name).is_dir():
+                shutil.copytree(root / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                shutil.copy2(root / name, source / name)
+        dist = Path(tmp) / "dist"
+        result = subprocess.run([sys.executable, "-m", "build", "--no-isolation", *([] if sdist else ["--wheel"]),
+                                 "--outdir", str(dist), str(source)], capture_output=True, text=True)
         if result.returncode:
-            raise AssetError(f"building the wheel failed:\n{result.stderr[-3000:]}")
+            raise AssetError(f"building the package failed:\n{result.stdout[-2000:]}{result.stderr[-3000:]}")
+        wheel = dist / wheel_name(root)
+        if not wheel.is_file():
+            raise AssetError(f"python -m build did not make {wheel.name}: {sorted(p.name for p in dist.iterdir())}")
         outdir.mkdir(parents=True, exist_ok=True)
-        built = Path(tmp) / "dist" / wheel_name(root)
-        if not built.is_file():
-            raise AssetError(f"pip wheel did not make {built.name}")
-        target = outdir / built.name
-        shutil.copy2(built, target)
-    return target
+        built = [*sorted(p for p in dist.iterdir() if p != wheel), wheel]
+        for path in built:
+            shutil.copy2(path, outdir / path.name)
+    return [outdir / path.name for path in built]
+
+
+def build_wheel(outdir: Path, root: Path = ROOT) -> Path:
+    """The package's wheel alone, built as `build_package` builds it (the one the site serves)."""
+    return build_package(outdir, root, sdist=False)[-1]
 
 
 def setup(app):

@@ -5,8 +5,9 @@
 
 Kaggle and Colab open notebooks from GitHub, so the notebooks are committed, like the package. Each
 starts with a cell that installs `vnca` from the repository at the branch the notebook is opened
-from (`repository.branch`), so a notebook always installs the code committed beside it, while
-keeping the platform's own accelerator-enabled JAX; if the install fails, the cell says what to do
+from (`repository.branch`), or at the release tag `repository.release` once one is named, so a
+notebook always installs the code committed beside it, while keeping the platform's own
+accelerator-enabled JAX (and libtpu, and the CUDA plugins) at the versions installed; if the install fails, the cell says what to do
 (Kaggle needs "Internet on"). The chapters do not contain that cell, so the book build never runs or
 shows it; it carries the tag `vnca-install`. The repository is the one setting `repository.url`
 (and `repository.branch`) in `_config.yml`.
@@ -33,19 +34,30 @@ FOLDER = "notebooks"
 INSTALL_TAG = "vnca-install"
 CHECKOUT_TAG = "vnca-checkout"
 INSTALL = '''\
-# Install the vnca package from GitHub, as committed on the branch {ref} beside this notebook. This
-# keeps the platform's own JAX: Kaggle and Colab ship one built for their GPUs and TPUs, and
-# pinning its version stops pip replacing it.
+# Install the vnca package from GitHub, as committed at {ref} beside this notebook. The platform's
+# own JAX stays: Kaggle and Colab ship one built for their GPUs and TPUs (with libtpu or the CUDA
+# plugins; Kaggle's TPU image has JAX but not Equinox), and pip is told to keep each of those at
+# the version installed, choosing versions of vnca's other requirements that go with it.
+import importlib.metadata
 import importlib.util
+import pathlib
+import re
 import subprocess
 import sys
+import tempfile
 
 if importlib.util.find_spec("vnca") is None:
-    import jax
-
+    keep = {{}}  # the accelerator's JAX, as installed: name -> version
+    for dist in importlib.metadata.distributions():
+        name = re.sub(r"[-_.]+", "-", dist.metadata["Name"] or "").lower()
+        if re.fullmatch(r"jax|jaxlib|libtpu.*|jax-cuda.*|jax-rocm.*", name):
+            keep.setdefault(name, dist.version)
+    constraints = pathlib.Path(tempfile.mkdtemp()) / "keep-jax.txt"
+    constraints.write_text("".join(f"{{n}}=={{v}}\\n" for n, v in keep.items()))
     try:
         subprocess.run([sys.executable, "-m", "pip", "install", "--quiet",
-                        "vnca @ git+{url}@{ref}", f"jax=={{jax.__version__}}"], check=True)
+                        "vnca @ git+{url}@{ref}", "--constraint",
+                        str(constraints)], check=True)
     except subprocess.CalledProcessError:
         raise SystemExit(
             "Could not install vnca from {url} (see pip's message above). On Kaggle, "
@@ -53,7 +65,9 @@ if importlib.util.find_spec("vnca") is None:
             "Elsewhere, check that this machine reaches github.com, or install vnca "
             "yourself (pip install git+{url}) and restart. Without GitHub: the book's "
             "site serves the package as a wheel, wheels/{wheel} beside its pages; "
-            "upload it here and pip install it.") from None'''
+            "upload it here and pip install it. If pip says the installed JAX is too old "
+            "for vnca, keeping it (" + ", ".join(keep) + ") is what failed.") from None
+    print("vnca installed; kept", ", ".join(f"{{n}} {{v}}" for n, v in keep.items()) or "nothing")'''
 CHECKOUT = '''\
 # This chapter reads the records committed in the book's repository (training curves, benchmark
 # results). Outside a checkout, this cell fetches them, with a shallow clone of the branch beside
@@ -79,18 +93,31 @@ READS_CHECKOUT = re.compile(r"\.\./(results/laptop|benchmarks)")
 WHEEL_FOLDER = "wheels"  # in the site, beside the pages (tools/book_assets.py writes it)
 
 
-def wheel_name(root: Path = ROOT) -> str:
-    """The file name of the package's wheel, at the version in pyproject.toml."""
-    import tomllib
+def package_version(root: Path = ROOT) -> str:
+    """The package's version, `__version__` in vnca/__init__.py (the one place that says it), read
+    from the file: importing vnca would start JAX."""
+    text = (root / "vnca" / "__init__.py").read_text(encoding="utf-8")
+    found = re.findall(r'^__version__ = "([^"]+)"$', text, re.MULTILINE)
+    if len(found) != 1:
+        raise ValueError("vnca/__init__.py must set __version__ once, as a plain string")
+    return found[0]
 
-    version = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]
-    return f"vnca-{version}-py3-none-any.whl"
+
+def wheel_name(root: Path = ROOT) -> str:
+    """The file name of the package's wheel, at the package's version."""
+    return f"vnca-{package_version(root)}-py3-none-any.whl"
 
 
 @dataclass(frozen=True)
 class Repository:
     url: str  # https://github.com/<owner>/<repo>
-    branch: str  # what the install cell pins: the code committed beside the notebook
+    branch: str  # where the notebooks open from, and what the install cell pins until a release
+    release: str = ""  # a release tag (v0.2.0) once one is pushed: the install cell pins it instead
+
+    @property
+    def install_ref(self) -> str:
+        """What the notebooks' install cell installs: the release if one is named, else the branch."""
+        return self.release or self.branch
 
     @property
     def owner_repo(self) -> str:
@@ -111,7 +138,11 @@ def repository(root: Path = ROOT) -> Repository:
     url = str(repo.get("url", "")).rstrip("/")
     if not re.fullmatch(r"https://github\.com/[\w.-]+/[\w.-]+", url):
         raise ValueError(f"_config.yml: repository.url must be https://github.com/<owner>/<repo>, got {url!r}")
-    return Repository(url, str(repo.get("branch", "main")))
+    release = str(repo.get("release") or "")
+    if release and release != f"v{package_version(root)}":
+        raise ValueError(f"_config.yml: repository.release must be the tag of this version, "
+                         f"v{package_version(root)}, or empty; got {release!r}")
+    return Repository(url, str(repo.get("branch", "main")), release)
 
 
 def is_notebook(text: str) -> bool:
@@ -164,11 +195,11 @@ def notebook(path: Path, repo: Repository, notebooks: set[str]) -> nbformat.Note
         elif cell.cell_type == "markdown":
             cell.source = plain_markdown(cell.source, repo, notebooks)
             attach_figures(cell, path.parent)
-    install = nbformat.v4.new_code_cell(INSTALL.format(url=repo.url, ref=repo.branch, wheel=wheel_name()),
+    install = nbformat.v4.new_code_cell(INSTALL.format(url=repo.url, ref=repo.install_ref, wheel=wheel_name()),
                                         metadata={"tags": [INSTALL_TAG, "remove-cell"]})
     nb.cells.insert(0, install)
     if READS_CHECKOUT.search(path.read_text(encoding="utf-8")):
-        checkout = nbformat.v4.new_code_cell(CHECKOUT.format(url=repo.url, ref=repo.branch),
+        checkout = nbformat.v4.new_code_cell(CHECKOUT.format(url=repo.url, ref=repo.install_ref),
                                              metadata={"tags": [CHECKOUT_TAG, "remove-cell"]})
         nb.cells.insert(1, checkout)
     for i, cell in enumerate(nb.cells):  # ids that do not change from one run to the next

@@ -8,4 +8,6 @@ from vnca.devices import use_cpu_cores
 
 use_cpu_cores()  # one CPU device per core, before JAX starts (see the scaling-out chapter)
 
-__version__ = "0.1.0"
+# The version, in this one place: the wheel, `vnca --version` and CITATION.cff take it from here
+# (tests/test_release.py checks that they agree). CHANGELOG.md says what each one changed.
+__version__ = "0.2.0"

@@ -8,6 +8,7 @@
 
 import argparse
 
+from vnca import __version__
 from vnca.evaluate import add_evaluate_command
 from vnca.figures import add_figures_command
 from vnca.live import add_export_web_command
@@ -17,6 +18,9 @@ from vnca.train import add_train_command
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
         prog="vnca", description="Variational Neural Cellular Automata in JAX."
+    )
+    root.add_argument(
+        "--version", action="version", version=f"vnca {__version__}"
     )
     commands = root.add_subparsers(dest="command", required=True)
     add_train_command(commands)
