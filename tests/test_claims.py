@@ -53,12 +53,14 @@ def test_claims_met_applies_the_written_thresholds():
         "agreement": {"ratio": 0.9},
         "held": {"best_32_64": -100.0, "at_1000": -110.0, "at_end": -130.0},
         "regrowth": {"gap": 10.0},
+        "samples": {"confident": 0.5, "digits": [0.1] * 10},
     }
     assert all(claims.claims_met(ok).values())
     bad = {
         "agreement": {"ratio": 0.89},
         "held": {"best_32_64": -100.0, "at_1000": -110.1, "at_end": float("nan")},
         "regrowth": {"gap": 10.1},
+        "samples": {"confident": 0.9, "digits": [0.2] * 5 + [0.0] * 5},  # confident, but five digits
     }
     assert not any(claims.claims_met(bad).values())
 

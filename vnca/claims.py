@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from vnca.figures import decode, encode
+from vnca.figures import classified, decode, encode, sample_quality
 from vnca.nca import step
 from vnca.nondoubling import NonDoublingDecoder
 from vnca.pool import damage
@@ -30,6 +30,9 @@ CLAIMS = {
     "holds_10000": 30.0,
     # damaged at step 64, 64 steps later within this many nats of undamaged
     "regrowth": 10.0,
+    # at least this share of prior samples classified with p >= 0.9, and
+    # every digit among them
+    "samples_confident": 0.5,
 }
 
 
@@ -156,6 +159,11 @@ def claims_met(measured: dict) -> dict:
         )
     if "regrowth" in measured:
         met["regrowth"] = measured["regrowth"]["gap"] <= CLAIMS["regrowth"]
+    if "samples" in measured:
+        s = measured["samples"]
+        met["samples"] = s["confident"] >= CLAIMS["samples_confident"] and (
+            min(s["digits"]) > 0
+        )
     return met
 
 
@@ -170,16 +178,26 @@ def measure(
     long_steps: int = 10_000,
 ) -> dict:
     """The claims' numbers for `model`: the digit agreement of `images`
-    random test images' mean reconstructions, and for a non-doubling model
-    `held` (64 test digits, `long_steps` steps; the curve kept at 200
-    steps spread evenly on a log scale) and `regrowth` (the same 64)."""
+    random test images' mean reconstructions; the classifier's confident
+    share and spread of 1,000 prior samples (`sample_quality`), beside the
+    test images' own; and for a non-doubling model `held` (64 test digits,
+    `long_steps` steps; the curve kept at 200 steps spread evenly on a log
+    scale) and `regrowth` (the same 64)."""
     rows = np.random.default_rng(3).choice(len(test_images), images, False)
     recon = mean_reconstructions(model, test_images[rows], key)
     digits = np.asarray(test_digits)[rows]
+    samples = sample_quality(model, classifier, jax.random.fold_in(key, 3))
     out = {
         "agreement": digit_agreement(
             classifier, test_images[rows], recon, digits
-        )
+        ),
+        "samples": {
+            "confident": samples["confident"],
+            "digits": samples["digits"].tolist(),
+            "test_confident": classified(classifier, test_images[rows])[
+                "confident"
+            ],
+        },
     }
     if isinstance(model.decoder, NonDoublingDecoder):
         long = np.random.default_rng(4).choice(len(test_images), 64, False)

@@ -55,7 +55,7 @@ if a.hidden:
         config, model_config=dataclasses.replace(config.model_config, hidden=a.hidden))
 
 patches.apply(a, config.steps)
-Path(a.out).mkdir(parents=True, exist_ok=True)
-(Path(a.out) / "claims-args.json").write_text(json.dumps(vars(a), indent=1))
 print(config, flush=True)
 fit(config, a.out, resume=a.resume, progress=False)
+# after the run: a fresh run refuses a folder that holds files not its own
+(Path(a.out) / "claims-args.json").write_text(json.dumps(vars(a), indent=1))
