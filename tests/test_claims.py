@@ -120,30 +120,47 @@ def nondoubling(data_dir):
 
 
 def test_stored_non_doubling_curve_is_what_the_shipped_weights_grow(nondoubling):
-    # The first 100 steps of the stored 10,000-step curve, grown again from the same 64 digits with
+    # The first 1,000 steps of the stored 10,000-step curve, grown again from the same 64 digits with
     # the same key, and the regrowth measurement whole: the page's numbers are these weights'.
     model, x, stored = nondoubling
     curve = np.asarray(claims.log_p_by_step(model, jnp.asarray(x, jnp.float32),
-                                            jax.random.fold_in(jax.random.key(12), 1), 100))
+                                            jax.random.fold_in(jax.random.key(12), 1), 1_000))
     steps = np.array(stored["held"]["curve"]["steps"])
-    early = steps <= 100
+    early = steps <= 1_000
     np.testing.assert_allclose(curve[steps[early] - 1], np.array(stored["held"]["curve"]["log_p"])[early],
-                               rtol=1e-4)
+                               rtol=1e-3)
+    assert curve[999] == pytest.approx(stored["held"]["at_1000"], rel=1e-3)
     r = claims.regrowth(model, x, jax.random.fold_in(jax.random.key(12), 2))
     for k in ("undamaged", "damaged", "gap"):
-        assert r[k] == pytest.approx(stored["regrowth"][k], rel=1e-4, abs=1e-3)
+        assert r[k] == pytest.approx(stored["regrowth"][k], rel=1e-3, abs=1e-2)
 
 
-# Issue 33: the laptop non-doubling model shipped now does not keep these claims; these turn into
-# plain tests when a model that does is shipped (strict: a model that starts to pass fails here).
-@pytest.mark.xfail(strict=True, reason="issue 33: nondoubling-laptop dissolves its digit by step 1,000")
-def test_the_non_doubling_model_holds_its_digit_for_1000_steps(nondoubling):
-    model, x, _ = nondoubling
-    h = claims.held(model, x[:8], jax.random.key(0), steps=1_000)
-    assert h["best_32_64"] - h["at_1000"] <= claims.CLAIMS["holds_1000"]
+def _bound(name):
+    from vnca import pretrained
+
+    return pretrained.manifest()[name]["evaluation"]["log_likelihood"]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 33: nondoubling-laptop regrows to within 11.5, not 10 nats")
-def test_the_non_doubling_model_regrows_its_digit(nondoubling):
-    model, x, _ = nondoubling
-    assert claims.regrowth(model, x[:16], jax.random.key(0))["gap"] <= claims.CLAIMS["regrowth"]
+# The claims each shipped model keeps, read from its stored measurements (which the tests above tie
+# to the weights). Issue 33: those the laptop models shipped now do not keep are strict xfails, so
+# that a model that starts to keep one fails here until its test is made a plain one.
+KEPT = [("baseline-laptop", "agreement"), ("doubling-laptop", "agreement")]
+NOT_YET = [("doubling-laptop", "samples"), ("nondoubling-laptop", "agreement"),
+           ("nondoubling-laptop", "holds_1000"), ("nondoubling-laptop", "holds_10000"),
+           ("nondoubling-laptop", "regrowth")]
+
+
+@pytest.mark.parametrize("name, claim", KEPT)
+def test_shipped_models_keep_their_claims(name, claim):
+    assert _stored(name)["met"][claim]
+
+
+@pytest.mark.parametrize("name, claim", NOT_YET)
+@pytest.mark.xfail(strict=True, reason="issue 33: the laptop models shipped now do not keep this claim")
+def test_shipped_models_do_not_yet_keep_these_claims(name, claim):
+    assert _stored(name)["met"][claim]
+
+
+@pytest.mark.xfail(strict=True, reason="issue 33: doubling-laptop trails baseline-laptop by 7 nats")
+def test_the_doubling_bound_is_within_2_nats_of_the_baseline():
+    assert _bound("doubling-laptop") >= _bound("baseline-laptop") - 2
