@@ -523,8 +523,8 @@ def evaluate_command(args) -> int:
     )
     if not shipped and out.resolve() == checkpoint_path(args.run).resolve():
         raise ValueError(f"--out {out} is the checkpoint being evaluated")
-    refuse_existing([out], force=args.force)
     check_writable(out)  # fail now, not after the evaluation
+    refuse_existing([out], force=args.force)
     partial = out.with_name(out.name + ".partial")
     if partial.exists():
         print(f"vnca evaluate: resuming from {partial}", file=sys.stderr)

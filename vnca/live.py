@@ -220,8 +220,8 @@ def export_web_command(args) -> int:
     line and an exit status in the `vnca` command's `main`.)"""
     from vnca.data import check_writable, refuse_existing
 
-    refuse_existing([args.out], force=args.force)
     check_writable(args.out)  # fail now, not after the work
+    refuse_existing([args.out], force=args.force)
     data = load_binarized_mnist(args.data_dir)
     header = export_for_browser(
         args.name, args.out, data=data, examples=args.examples

@@ -9,6 +9,7 @@ files, `load(name)`."""
 import hashlib
 import json
 import platform
+import re
 import subprocess
 from pathlib import Path
 
@@ -50,7 +51,9 @@ def manifest(folder: str | Path | None = None) -> dict[str, dict]:
     if not isinstance(models, dict):
         raise PretrainedError(f"{path}: its models are not a table")
     for name, entry in models.items():
-        problem = entry_problem(entry)
+        # a name a person can type and a message can print
+        problem = None if NAME.fullmatch(name) else "is not a plain name"
+        problem = problem or entry_problem(entry)
         if problem:
             raise PretrainedError(
                 f"{path}: the entry of {name!r} {problem}; reinstall vnca"
@@ -58,6 +61,7 @@ def manifest(folder: str | Path | None = None) -> dict[str, dict]:
     return models
 
 
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 # What `load_with_entry` and the results tables read of an entry
 ENTRY = {
     "file": str,
@@ -79,11 +83,7 @@ def entry_problem(entry) -> str | None:
         if not isinstance(entry.get(key), kind):
             return f"lacks {key!r} (a {kind.__name__})"
     # a plain name: the file is in the weights folder, nowhere else
-    if Path(entry["file"]).name != entry["file"] or entry["file"] in (
-        "",
-        ".",
-        "..",
-    ):
+    if not NAME.fullmatch(entry["file"]):
         return f"names the file {entry['file']!r}, outside the weights folder"
     if entry["dtype"] not in ("float32", "float16", "bfloat16"):
         return f"names the dtype {entry['dtype']!r}"

@@ -212,7 +212,8 @@ class TrainConfig:
                 raise ValueError(
                     f"{name} must be 0 or more, got {getattr(self, name)}"
                 )
-        if self.state_penalty < 0 or (
+        # (not 0 <= x < inf: also refuses NaN)
+        if not 0 <= self.state_penalty < float("inf") or (
             self.state_penalty and not self.pool_size
         ):
             raise ValueError(
@@ -232,6 +233,11 @@ class TrainConfig:
 
     @classmethod
     def from_json(cls, record: dict) -> "TrainConfig":
+        if record.get("model") not in MODELS:
+            raise ValueError(
+                f"unknown model {record.get('model')!r}; "
+                f"expected one of {', '.join(MODELS)}"
+            )
         model_config = MODELS[record["model"]][0](**record["model_config"])
         return cls(**{**record, "model_config": model_config})
 
