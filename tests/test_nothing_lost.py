@@ -23,6 +23,7 @@ import pytest
 
 import vnca.evaluate
 import vnca.live
+import vnca.train
 from conftest import VNCA, vnca_command
 from vnca import checkpoint, pretrained
 from vnca import data as D
@@ -72,6 +73,7 @@ def no_work(monkeypatch):
 
     monkeypatch.setattr(vnca.evaluate, "evaluate_model", refuse)
     monkeypatch.setattr(vnca.live, "export_for_browser", refuse)
+    monkeypatch.setattr(vnca.train, "fit", refuse)
     return calls
 
 
@@ -257,8 +259,14 @@ def test_a_checkpoint_header_that_describes_no_model_is_one_clear_error(tmp_path
     (["evaluate", "doubling-laptop", "--seed", "-3"], "--seed"),
     (["evaluate", "doubling-laptop", "--seed", "99999999999999999999999"], "--seed"),
     (["figures", "doubling-laptop", "--out", "figs", "--seed", "99999999999999999999999"], "--seed"),
-    (["train", "--model", "doubling", "--out", "run", "--seed", "99999999999999999999999"], "--seed"),
-    (["train", "--model", "doubling", "--out", "run", "--seed", "-1"], "--seed"),
+    (["train", "--model", "doubling", "--profile", "smoke", "--out", "run", "--seed", "99999999999999999999999"],
+     "--seed"),
+    (["train", "--model", "doubling", "--profile", "smoke", "--out", "run", "--seed", "-1"], "--seed"),
+    (["train", "--model", "doubling", "--profile", "smoke", "--out", "run", "--batch-size", "1000000"],
+     "--batch-size"),
+    (["train", "--model", "nondoubling", "--profile", "smoke", "--out", "run", "--pool-size", "1000000000"],
+     "--pool-size"),
+    (["evaluate", "doubling-laptop", "--images", "2", "--batch-size", "1000000000"], "--batch-size"),
     (["export-web", "doubling-laptop", "--out", "x.vncaweb", "--examples", "-1"], "--examples"),
     (["export-web", "doubling-laptop", "--out", "x.vncaweb", "--examples", "0"], "--examples"),
     (["export-web", "doubling-laptop", "--out", "x.vncaweb", "--examples", "20000"], "--examples"),

@@ -485,7 +485,7 @@ def add_evaluate_command(commands) -> None:
     )
     evaluate.add_argument(
         "--batch-size",
-        type=positive_int,
+        type=whole(1, 1024, "each image keeps its chunk of K decodings"),
         help="images per batch (default 4 per device on a CPU, else 8)",
     )
     evaluate.add_argument(

@@ -182,8 +182,13 @@ class TrainConfig:
                     f"{name} ({getattr(self, name)}) must be a multiple of "
                     f"steps_per_call ({self.steps_per_call})"
                 )
-        if not (self.learning_rate > 0 and self.clip_norm > 0):
-            raise ValueError("learning_rate and clip_norm must be positive")
+        if not (
+            0 < self.learning_rate < float("inf")
+            and 0 < self.clip_norm < float("inf")
+        ):
+            raise ValueError(
+                "learning_rate and clip_norm must be positive and finite"
+            )
         if self.pool_size < 0:
             raise ValueError(
                 "pool_size must be 0 (no pool) or "
@@ -795,8 +800,8 @@ def _log(path: Path, step: int, window: list, seconds: float) -> None:
         "steps_per_s": len(merged["loss"]) / max(seconds, 1e-9),
         "time": time.time(),
     }
-    with path.open("a") as f:
-        f.write(json.dumps(record) + "\n")
+    with path.open("a") as f:  # finite numbers, or no line (ValueError)
+        f.write(json.dumps(record, allow_nan=False) + "\n")
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
@@ -1162,12 +1167,14 @@ def add_train_command(commands) -> None:
     )
     train.add_argument(
         "--steps",
-        type=positive_int,
+        type=whole(1, 2**31 - 1, "the step counter is 32-bit"),
         help="total training steps (default: the profile's)",
     )
     train.add_argument(
         "--batch-size",
-        type=positive_int,
+        type=whole(
+            1, 4096, "the paper's are 32 and 128; memory grows with it"
+        ),
         help="default: the paper's for the model",
     )
     train.add_argument(
@@ -1186,7 +1193,7 @@ def add_train_command(commands) -> None:
     )
     train.add_argument(
         "--pool-size",
-        type=int,
+        type=whole(0, 16_384, "the paper's is 1,024; memory grows with it"),
         help="non-doubling only: pool entries, 0 for none "
         "(default: the profile's, 1024 in full)",
     )
