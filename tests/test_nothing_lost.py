@@ -278,7 +278,7 @@ def test_options_beyond_their_limits_are_refused_naming_the_option_and_why(tmp_p
         main(argv)
     assert caught.value.code == 2
     err = capsys.readouterr().err
-    assert f"argument {option}: must be a whole number from" in err and "(" in err.splitlines()[-1], err
+    assert f"argument {option}: must be a whole number of at least" in err and "(" in err.splitlines()[-1], err
     assert not list(tmp_path.iterdir())  # no folder, no file
 
 

@@ -1119,7 +1119,8 @@ def whole(low: int, high: int, why: str = ""):
             value = None
         if value is None or not low <= value <= high:
             raise argparse.ArgumentTypeError(
-                f"must be a whole number from {low:,} to {high:,}"
+                "must be a whole number of at "
+                f"least {low:,} and at most {high:,}"
                 + (f" ({why})" if why else "")
                 + f", got {text}"
             )
