@@ -254,8 +254,6 @@ def test_a_checkpoint_header_that_describes_no_model_is_one_clear_error(tmp_path
 
 @pytest.mark.parametrize("argv, option", [
     (["evaluate", "doubling-laptop", "--images", "2", "--samples", "100000000"], "--samples"),
-    (["evaluate", "doubling-laptop", "--images", "20000"], "--images"),
-    (["evaluate", "doubling-laptop", "--images", "1"], "--images"),
     (["evaluate", "doubling-laptop", "--seed", "-3"], "--seed"),
     (["evaluate", "doubling-laptop", "--seed", "99999999999999999999999"], "--seed"),
     (["figures", "doubling-laptop", "--out", "figs", "--seed", "99999999999999999999999"], "--seed"),
@@ -280,6 +278,17 @@ def test_options_beyond_their_limits_are_refused_naming_the_option_and_why(tmp_p
     err = capsys.readouterr().err
     assert f"argument {option}: must be a whole number of at least" in err and "(" in err.splitlines()[-1], err
     assert not list(tmp_path.iterdir())  # no folder, no file
+
+
+@pytest.mark.parametrize("images, message", [("20000", "between 1 and 10000"),
+                                             ("1", "at least 2: a standard error needs two")])
+def test_images_beyond_the_test_set_or_without_a_standard_error_are_refused_before_work(
+        tmp_path, monkeypatch, no_work, capsys, images, message):
+    monkeypatch.chdir(tmp_path)
+    assert main(["evaluate", "doubling-laptop", "--images", images]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+    assert not list(tmp_path.iterdir())
 
 
 def test_the_python_functions_check_the_same_limits(tmp_path, data):

@@ -64,7 +64,6 @@ def stand_ins(monkeypatch):
 
     def evaluate_model(model, config, step, source, *, samples, images, seed, chunk, batch_size, **_):
         assert 1 <= samples <= vnca.evaluate.MAX_SAMPLES and 0 <= seed <= MAX_SEED
-        assert images is None or 2 <= images <= 10_000
         assert chunk is None or chunk >= 1 and batch_size is None or batch_size >= 1
         raise Reached
 
@@ -325,8 +324,8 @@ def test_a_mutated_partial_file_is_resumed_from_only_if_it_is_sound(tmp_path, ed
         path = tmp_path / "r.json.partial"
         path.write_bytes(raw)
         try:
-            saved = read_partial(path, rows=4)
+            saved = read_partial(path)
         except ValueError as err:
             assert str(path) in str(err) and "delete it" in str(err)
         else:  # what is resumed from is sound
-            assert all(isinstance(b, float) and math.isfinite(b) for b in saved["bounds"]) and len(saved["bounds"]) <= 4
+            assert all(isinstance(b, float) and math.isfinite(b) for b in saved["bounds"])

@@ -113,9 +113,12 @@ def load(path: str | Path, like):
 def nonfinite(tree) -> int:
     """How many numbers of `tree`'s floating-point arrays are NaN or
     infinite."""
+    leaves = jax.tree.leaves(eqx.filter(tree, eqx.is_inexact_array))
     return sum(
         int(np.size(leaf) - np.isfinite(leaf).sum())
-        for leaf in jax.tree.leaves(eqx.filter(tree, eqx.is_inexact_array))
+        for leaf in leaves
+        # under jax.eval_shape (a model's shapes) there are no numbers
+        if not isinstance(leaf, jax.core.Tracer)
     )
 
 

@@ -202,10 +202,7 @@ def evaluate_model(
     file, finished images are saved there as they come and a later call
     picks up where it stopped (see `saved_bounds`)."""
     test = (data or load_binarized_mnist()).test
-    if images is not None and not 1 <= images <= len(test):
-        raise ValueError(
-            f"images must be between 1 and {len(test)}, got {images}"
-        )
+    check_images(images, len(test))
     rows = (
         np.arange(len(test))
         if images is None or images == len(test)
@@ -247,6 +244,17 @@ def evaluate_model(
         "precision": PRECISION,
         "jax": jax.__version__,
     }
+
+
+def check_images(images: int | None, test: int = 10_000) -> None:
+    """Raise ValueError unless `images` (None: all) is a number of test
+    images that has a mean and a standard error."""
+    if images is not None and not 1 <= images <= test:
+        raise ValueError(f"images must be between 1 and {test}, got {images}")
+    if images == 1:
+        raise ValueError(
+            "images must be at least 2: a standard error needs two"
+        )
 
 
 def write_record(record: dict, path: str | Path) -> None:
@@ -303,11 +311,15 @@ def saved_bounds(
     }
     saved = {"of": of, "bounds": [], "seconds": 0.0}
     if partial.exists():
-        saved = read_partial(partial, len(rows))
+        saved = read_partial(partial)
         if saved["of"] != of:
             raise ValueError(
                 f"{partial} holds part of another evaluation (another "
                 "model, seed, K or set of images); delete it to start over"
+            )
+        if len(saved["bounds"]) > len(rows):
+            raise ValueError(
+                f"{partial}: more bounds than images; delete it to start over"
             )
     bar = tqdm(
         total=len(rows),
@@ -335,9 +347,9 @@ def saved_bounds(
     return np.asarray(saved["bounds"], np.float32), saved["seconds"]
 
 
-def read_partial(path: Path, rows: int) -> dict:
+def read_partial(path: Path) -> dict:
     """A partial evaluation file, checked: its parts are of the right kinds,
-    its bounds finite numbers, no more than `rows` of them."""
+    its bounds finite numbers."""
     try:
         saved = json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as err:
@@ -350,7 +362,6 @@ def read_partial(path: Path, rows: int) -> dict:
         isinstance(saved, dict)
         and isinstance(saved.get("of"), dict)
         and isinstance(saved.get("bounds"), list)
-        and len(saved["bounds"]) <= rows
         and all(number(b) for b in saved["bounds"])
         and number(saved.get("seconds"))
     )
@@ -445,7 +456,6 @@ from vnca.train import positive_int, seed, whole
 # K's limit: the bound keeps K weights and keys per image in memory, and
 # costs K decoder passes per image (the paper's K is 128)
 MAX_SAMPLES = 100_000
-TEST_IMAGES = 10_000
 
 
 def add_evaluate_command(commands) -> None:
@@ -470,11 +480,7 @@ def add_evaluate_command(commands) -> None:
     )
     evaluate.add_argument(
         "--images",
-        type=whole(
-            2,
-            TEST_IMAGES,
-            "a standard error needs two; the test set has 10,000",
-        ),
+        type=positive_int,  # and check_images, as evaluate_model checks it
         help="a random subset of this many test images (default: all 10,000)",
     )
     evaluate.add_argument("--seed", type=seed, default=0)
@@ -514,6 +520,7 @@ def evaluate_command(args) -> int:
     # shipped models (the laptop chapter)
     from vnca.pretrained import resolve
 
+    check_images(args.images)  # now, not after loading the model
     model, config, step, source = resolve(args.run)
     shipped = not args.run.exists()
     out = args.out or (
