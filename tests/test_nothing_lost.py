@@ -333,11 +333,23 @@ def test_a_damaged_manifest_is_one_clear_error_naming_it(weights):
 
 # ------------------------------------------------------------------------ 12. the partial file
 
-@pytest.mark.parametrize("content", ["[1, 2]", '"text"', "{", '{"of": {}, "bounds": "abc", "seconds": 0.0}',
-                                     '{"of": {}, "bounds": [NaN], "seconds": 0.0}'])
-def test_an_unusable_partial_file_is_named_with_what_to_do(tmp_path, capsys, content):
+@pytest.fixture(scope="module")
+def of():
+    """What a partial file of `vnca evaluate doubling-laptop --images 2 --samples 2` is of."""
+    import hashlib
+
+    rows = np.sort(np.random.default_rng(0).choice(10_000, 2, replace=False))
+    return json.dumps({"weights": vnca.evaluate.weights_checksum(pretrained.load("doubling-laptop")), "seed": 0,
+                       "samples": 2, "rows": hashlib.sha256(rows.astype(np.int64).tobytes()).hexdigest()})
+
+
+@pytest.mark.parametrize("content", ["[1, 2]", '"text"', "{", '{"of": OF, "bounds": "abc", "seconds": 0.0}',
+                                     '{"of": OF, "bounds": [NaN], "seconds": 0.0}',
+                                     '{"of": OF, "bounds": [-90.5], "seconds": "1"}'])
+def test_an_unusable_partial_file_is_named_with_what_to_do(tmp_path, capsys, of, content):
     out = tmp_path / "r.json"
     partial = tmp_path / "r.json.partial"
+    content = content.replace("OF", of)  # of this very evaluation: only its contents are wrong
     partial.write_text(content)
     status = main(["evaluate", "doubling-laptop", "--images", "2", "--samples", "2", "--out", str(out),
                    "--no-progress"])
