@@ -1,6 +1,8 @@
 # Two commands for a fresh machine (see README.md):
 #   make book   set everything up, run every chapter, build the site into _build/html
 #   make test   set everything up, run all the tests (the book build and a browser among them)
+# and, to open the built site: make serve (its live demos fetch their models, which a page opened
+# as a file:// cannot), then http://localhost:8000
 
 PYTHON ?= python3
 VENV := .venv
@@ -13,7 +15,11 @@ ifneq ($(VNCA_DATA_DIR),)
 export VNCA_DATA_DIR := $(abspath $(VNCA_DATA_DIR))
 endif
 
-.PHONY: setup book test export clean
+# `make serve`: the built site over http on this machine only (SITE and PORT for another)
+SITE ?= _build/html
+PORT ?= 8000
+
+.PHONY: setup book test export serve clean
 
 setup: $(VENV)/.installed node_modules/.installed
 	@bash tools/install-chromium.sh
@@ -31,7 +37,7 @@ node_modules/.installed: package.json package-lock.json
 
 book: setup
 	$(BIN)/jupyter-book build --warningiserror --keep-going .
-	@echo "The site is at _build/html/index.html"
+	@echo "The site is in _build/html: make serve, then open http://localhost:8000"
 
 test: setup
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
@@ -41,6 +47,11 @@ export: $(VENV)/.installed
 	$(BIN)/python tools/export.py
 	$(BIN)/python tools/citation.py
 	$(BIN)/python tools/chapter_notebooks.py
+
+serve:
+	@test -f $(SITE)/index.html || { echo "no site in $(SITE): run make book first"; exit 2; }
+	@echo "Serving $(SITE) at http://localhost:$(PORT) (Ctrl-C stops)"
+	$(PYTHON) -m http.server --bind 127.0.0.1 --directory $(SITE) $(PORT)
 
 clean:
 	rm -rf _build

@@ -5,35 +5,52 @@
 (function (global) {
   "use strict";
 
-  const MAGIC = "VNCAWEB1";
+  // The file: MAGIC, the SHA-256 of the rest (header and values alike), the
+  // header's length (uint32), the JSON header, the float32 values.
+  const MAGIC = "VNCAWEB2";
+  const START = 8 + 32 + 4;
 
   // ---- the file
-  async function sha256Hex(bytes) {
+  async function sha256(bytes) {
     const subtle = global.crypto && global.crypto.subtle;
     if (!subtle) {
       throw new Error("this page is not a secure context (https or " +
                       "localhost), so the model's checksum cannot be verified");
     }
-    const digest = new Uint8Array(await subtle.digest("SHA-256", bytes));
-    return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
+    return new Uint8Array(await subtle.digest("SHA-256", bytes));
   }
 
   async function parse(buffer) {
     const bytes = new Uint8Array(buffer);
     const magic = String.fromCharCode(...bytes.subarray(0, 8));
-    if (magic !== MAGIC) throw new Error("not a vnca file for the browser");
-    const length = new DataView(buffer).getUint32(8, true);
-    const header = JSON.parse(new TextDecoder().decode(bytes.subarray(12, 12 + length)));
-    const values = bytes.subarray(12 + length);
-    if (values.length !== 4 * header.values ||
-        (await sha256Hex(values)) !== header.sha256) {
+    if (magic === "VNCAWEB1") {
+      throw new Error("the model file is of an older format, whose header " +
+                      "was not checked: write it again with vnca export-web");
+    }
+    if (magic !== MAGIC || bytes.length < START) {
+      throw new Error("not a vnca file for the browser");
+    }
+    const digest = await sha256(bytes.subarray(8 + 32));
+    if (!digest.every((b, k) => b === bytes[8 + k])) {
       throw new Error("the model file does not match its checksum " +
                       "(cut short or changed)");
     }
-    const flat = new Float32Array(buffer, 12 + length, header.values);
+    const length = new DataView(buffer).getUint32(8 + 32, true);
+    const header = JSON.parse(
+      new TextDecoder().decode(bytes.subarray(START, START + length)));
+    if (bytes.length - START - length !== 4 * header.values) {
+      throw new Error("the model file's header does not describe its values");
+    }
+    const flat = new Float32Array(buffer, START + length, header.values);
+    if (!flat.every(Number.isFinite)) {
+      throw new Error("the model file holds values that are NaN or infinite");
+    }
     const tensors = {};
     for (const [key, entry] of Object.entries(header.tensors)) {
       const size = entry.shape.reduce((a, b) => a * b, 1);
+      if (entry.offset < 0 || entry.offset + size > flat.length) {
+        throw new Error(`the model file's tensor ${key} lies outside it`);
+      }
       tensors[key] = { shape: entry.shape,
                        data: flat.subarray(entry.offset, entry.offset + size) };
     }
@@ -41,6 +58,12 @@
   }
 
   async function load(url) {
+    // browsers fetch nothing for a page opened as a file: say what to do
+    if (global.location && global.location.protocol === "file:") {
+      throw new Error("a page opened as a file cannot load its model; " +
+                      "serve the site (make serve, see the README) and open " +
+                      "http://localhost:8000 instead");
+    }
     const response = await fetch(url);
     if (!response.ok) throw new Error(`${url}: ${response.status}`);
     const { header, tensors } = await parse(await response.arrayBuffer());

@@ -64,7 +64,9 @@ def test_resume_without_a_checkpoint_is_an_error_and_a_fresh_run_starts_clean_me
     with pytest.raises(CheckpointError, match="no checkpoint to resume from"):
         fit(_config(), tmp_path, data=data, progress=False, resume=True)
     assert not (tmp_path / CHECKPOINT).exists()
-    fit(_config(steps=4), tmp_path, data=data, progress=False)  # an explicit fresh start
+    with pytest.raises(FileExistsError, match="not this run's"):  # metrics.jsonl of another run
+        fit(_config(steps=4), tmp_path, data=data, progress=False)
+    fit(_config(steps=4), tmp_path, data=data, progress=False, force=True)  # an explicit fresh start
     assert [r["step"] for r in read_metrics(tmp_path)] == [2, 4]  # no zig-zag 5, 10, 2, 4
 
 

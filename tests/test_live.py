@@ -222,3 +222,94 @@ def test_the_interpolation_slider_ends_on_the_two_decoded_latents(demo, files):
         shown = np.array(demo.evaluate("() => Array.from(document.getElementById('db').vnca.pixels())"))
         logits = model.decoder(jnp.asarray(tensors["examples.latents"][index]))
         np.testing.assert_allclose(shown.reshape(32, 32), jax.nn.sigmoid(logits), atol=1e-4)
+
+
+# ------------------------------------------------------------------------ issue 38, cases 6 and 7
+
+@pytest.mark.parametrize("old, new", [(b'"steps_per_doubling":8', b'"steps_per_doubling":9'),  # another digit
+                                      (b'"hidden":32', b'"hidden":16'),  # the weights read wrongly
+                                      (b'"kind":"doubling"', b'"kind":"nondoublin"')])  # the other decoder
+def test_the_header_is_under_the_checksum_too(tmp_path, files, old, new):
+    raw = (files / "doubling-laptop.vncaweb").read_bytes()
+    assert raw.count(old) == 1
+    (tmp_path / "edited.vncaweb").write_bytes(raw.replace(old, new))
+    with pytest.raises(BrowserFileError, match="checksum"):
+        read_browser_file(tmp_path / "edited.vncaweb")
+
+
+@pytest.mark.slow
+def test_a_changed_header_is_refused_in_the_browser(page, files):
+    raw = (files / "doubling-laptop.vncaweb").read_bytes()
+    (files / "header-changed.vncaweb").write_bytes(raw.replace(b'"steps_per_doubling":8', b'"steps_per_doubling":9'))
+    message = page.evaluate("""async () => {
+        try { await VNCALive.load("header-changed.vncaweb"); return "loaded"; }
+        catch (e) { return e.message; } }""")
+    assert "checksum" in message
+
+
+def _site(folder: Path, files: Path) -> Path:
+    """A site laid out as the book's: the script and the model files under _static/, a page under book/."""
+    (folder / "_static" / "live").mkdir(parents=True)
+    shutil.copy(SCRIPT, folder / "_static" / SCRIPT.name)
+    for name in ("nondoubling-laptop", "doubling-laptop"):
+        shutil.copy(files / f"{name}.vncaweb", folder / "_static" / "live")
+    (folder / "index.html").write_text('<!doctype html><a href="book/live.html">live</a>')
+    (folder / "book").mkdir()
+    (folder / "book" / "live.html").write_text(
+        '<!doctype html><link rel="icon" href="data:,"><script src="../_static/vnca-live.js"></script>'
+        '<div class="vnca-live" data-model="../_static/live/nondoubling-laptop.vncaweb"></div>'
+        '<div class="vnca-live" data-model="../_static/live/doubling-laptop.vncaweb"></div>')
+    return folder
+
+
+@pytest.mark.slow
+def test_the_site_opened_as_the_readme_says_runs_its_demos(tmp_path, files, browser):
+    import os
+    import signal
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    readme = (ROOT / "README.md").read_text()
+    assert "make serve" in readme and "http://localhost:8000" in readme  # the way the README gives
+    makefile = (ROOT / "Makefile").read_text()
+    assert "SITE ?= _build/html" in makefile and "PORT ?= 8000" in makefile
+    site = _site(tmp_path / "html", files)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(["make", "--no-print-directory", "serve", f"SITE={site}", f"PORT={port}"], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://localhost:{port}/index.html", timeout=2)
+                break
+            except OSError:
+                assert time.time() < deadline and server.poll() is None, server.stdout.read()
+                time.sleep(0.2)
+        page = browser.new_page()
+        try:
+            page.goto(f"http://localhost:{port}/book/live.html", wait_until="load")
+            page.wait_for_function("() => document.querySelectorAll('.vnca-live-ready').length == 2", timeout=60_000)
+            assert page.evaluate("() => document.querySelectorAll('.vnca-live-error').length") == 0
+        finally:
+            page.close()
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)  # make and the server it started
+        server.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_a_page_opened_as_a_file_says_how_to_serve_it(tmp_path, files, browser):
+    site = _site(tmp_path / "html", files)
+    page = browser.new_page()
+    try:
+        page.goto((site / "book" / "live.html").as_uri(), wait_until="load")
+        page.wait_for_function("() => document.querySelectorAll('.vnca-live-error').length == 2", timeout=60_000)
+        text = page.inner_text("body")
+        assert "make serve" in text and "Failed to fetch" not in text
+    finally:
+        page.close()

@@ -4,8 +4,10 @@ The modules of this package are generated from the book's chapters by tools/expo
 chapter named at the top of each block to learn what the code does and why.
 """
 
-from vnca.devices import use_cpu_cores
+from vnca.devices import DeviceSettingError, check_device_setting, one_line_errors, use_cpu_cores
 
+one_line_errors(DeviceSettingError)  # a setting to change, not a bug: no traceback (the scaling-out chapter)
+check_device_setting()  # $JAX_NUM_CPU_DEVICES, before JAX reads it
 use_cpu_cores()  # one CPU device per core, before JAX starts (see the scaling-out chapter)
 
 # The version, in this one place: the wheel, `vnca --version` and CITATION.cff take it from here

@@ -2,7 +2,7 @@
 # edit the chapter named above each block, then run `python tools/export.py`.
 
 
-# ---- book/train.md, code cell 8 ----
+# ---- book/train.md, code cell 9 ----
 """Atomic, self-checking checkpoint files: a JSON header and the
 Equinox-serialised pytree."""
 
@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 
 import equinox as eqx
+import jax
+import numpy as np
 
 from vnca.data import atomic_write
 
@@ -63,7 +65,12 @@ def _read(path: Path) -> tuple[dict, bytes]:
         raise CheckpointError(
             f"{path}: the header is damaged or the file is truncated"
         )
-    header = json.loads(header)
+    try:
+        header = json.loads(header)
+    except ValueError:
+        header = None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: its header is not a JSON object")
     payload = raw[start + size + 32 :]
     if len(payload) != header.get("payload_bytes"):
         raise CheckpointError(
@@ -93,7 +100,26 @@ def load(path: str | Path, like):
         raise CheckpointError(
             f"{path}: its arrays do not fit this model ({err})"
         ) from None
+    bad = nonfinite(tree)
+    if bad:
+        raise CheckpointError(
+            f"{path}: {bad:,} of its numbers are NaN or infinite (the run "
+            "had diverged): it cannot be evaluated, drawn, exported or "
+            "resumed; train again, or use an earlier checkpoint"
+        )
     return tree, header
+
+
+def nonfinite(tree) -> int:
+    """How many numbers of `tree`'s floating-point arrays are NaN or
+    infinite."""
+    leaves = jax.tree.leaves(eqx.filter(tree, eqx.is_inexact_array))
+    return sum(
+        int(np.size(leaf) - np.isfinite(leaf).sum())
+        for leaf in leaves
+        # under jax.eval_shape (a model's shapes) there are no numbers
+        if not isinstance(leaf, jax.core.Tracer)
+    )
 
 
 def check_compatible(path, saved: dict, wanted: dict, ignore=()) -> None:

@@ -9,10 +9,12 @@
 import argparse
 
 from vnca import __version__
+from vnca.checkpoint import CheckpointError
+from vnca.data import DataError, report
 from vnca.evaluate import add_evaluate_command
 from vnca.figures import add_figures_command
 from vnca.live import add_export_web_command
-from vnca.train import add_train_command
+from vnca.train import RunInUse, add_train_command
 
 
 def parser() -> argparse.ArgumentParser:
@@ -30,6 +32,22 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
+# What a command may fail with, for a reason its message explains: each
+# becomes one line and an exit status in `report` (the data chapter); any
+# other exception is a bug, and its traceback is kept for the report of it.
+EXPECTED = (
+    ValueError,  # a bad argument or file, shipped models' and pages' errors
+    DataError,
+    CheckpointError,
+    RunInUse,
+    FloatingPointError,  # a run that diverged
+    OSError,  # the file system's, and outputs that exist
+)
+
+
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
-    return args.handler(args)
+    try:
+        return args.handler(args)
+    except EXPECTED as err:
+        return report(args.command, err)

@@ -15,6 +15,7 @@ import gzip
 import hashlib
 import http.client
 import os
+import sys
 import tempfile
 import urllib.request
 import warnings
@@ -130,10 +131,15 @@ def atomic_write(path: str | os.PathLike, content: bytes) -> None:
     """Replace `path` by `content`: readers see the old file or the new one,
     never a part."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=PART
-    )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(
+            dir=path.parent, prefix=f".{path.name}.", suffix=PART
+        )
+    # a read-only folder: name the file asked for, not the temporary one
+    except OSError as err:
+        err.filename = str(path)
+        raise
     try:
         if hasattr(os, "fchmod"):  # mkstemp's file is private (0600): give it
             # the mode a plain open() would, so others can read what we write
@@ -214,6 +220,30 @@ def explain(err: OSError) -> str:
     where = f": {err.filename}" if err.filename else ""
     advice = ADVICE.get(err.errno, "check that path")
     return f"{err.strerror or err}{where} ({advice})"
+
+
+def refuse_existing(paths, force: bool = False) -> None:
+    """Raise FileExistsError, naming them, if any of `paths` exists: a
+    command replaces a file only when told to (`force`, its --force)."""
+    taken = [str(p) for p in paths if os.path.lexists(p)]
+    if taken and not force:
+        raise FileExistsError(
+            f"{', '.join(taken)} already exist{'s' * (len(taken) == 1)}: "
+            "pass --force to replace, or choose another --out"
+        )
+
+
+def report(command: str, err: BaseException) -> int:
+    """Print `err` as one line for `vnca command`; return the exit status:
+    3 for a run that diverged, 4 for the file system, 2 for the rest."""
+    if isinstance(err, OSError) and err.errno is not None:
+        message, status = explain(err), 4
+    else:
+        message, status = str(err), 2
+    if isinstance(err, FloatingPointError):
+        status = 3
+    print(f"vnca {command}: error: {message}", file=sys.stderr)
+    return status
 
 
 # ---- book/data.md, code cell 6 ----

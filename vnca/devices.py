@@ -7,10 +7,48 @@
 them (the scaling-out chapter)."""
 
 import os
-
-import jax
+import sys
 
 MAX_CPU_DEVICES = 8
+# what $JAX_NUM_CPU_DEVICES may ask for: CPU devices beyond the cores only
+# share them, and each holds its own copy of a model
+DEVICE_SETTING_LIMIT = 64
+
+
+class DeviceSettingError(ValueError):
+    """$JAX_NUM_CPU_DEVICES asks for a count that JAX cannot make."""
+
+
+def check_device_setting() -> None:
+    """Raise DeviceSettingError, in one line, if $JAX_NUM_CPU_DEVICES is set
+    to anything but a whole number from 1 to DEVICE_SETTING_LIMIT."""
+    text = os.environ.get("JAX_NUM_CPU_DEVICES")
+    if text is None:
+        return
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if not 1 <= count <= DEVICE_SETTING_LIMIT:
+        raise DeviceSettingError(
+            f"JAX_NUM_CPU_DEVICES={text!r} must be a whole number from 1 to "
+            f"{DEVICE_SETTING_LIMIT} (CPU devices beyond the cores only "
+            "share them); unset it for one device per core"
+        )
+
+
+def one_line_errors(*kinds) -> None:
+    """Print an uncaught exception of `kinds` as one line, without a
+    traceback: for a setting a person must change, not a bug."""
+    previous = sys.excepthook
+
+    def hook(kind, value, traceback):
+        if issubclass(kind, kinds):
+            print(f"vnca: error: {value}", file=sys.stderr)
+        else:
+            previous(kind, value, traceback)
+
+    sys.excepthook = hook
 
 
 def cpu_cores() -> int:
@@ -35,6 +73,8 @@ def use_cpu_cores(count: int | None = None) -> int | None:
     Returns the count, or None if it left JAX alone: JAX has started, or
     a count is chosen ($JAX_NUM_CPU_DEVICES, or the XLA flag
     --xla_force_host_platform_device_count)."""
+    import jax  # after check_device_setting: JAX fails on a bad setting
+
     flags = os.environ.get("XLA_FLAGS", "")
     if (
         jax.config.jax_num_cpu_devices >= 0

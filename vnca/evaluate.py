@@ -202,10 +202,7 @@ def evaluate_model(
     file, finished images are saved there as they come and a later call
     picks up where it stopped (see `saved_bounds`)."""
     test = (data or load_binarized_mnist()).test
-    if images is not None and not 1 <= images <= len(test):
-        raise ValueError(
-            f"images must be between 1 and {len(test)}, got {images}"
-        )
+    check_images(images, len(test))
     rows = (
         np.arange(len(test))
         if images is None or images == len(test)
@@ -249,9 +246,34 @@ def evaluate_model(
     }
 
 
+def check_images(images: int | None, test: int = 10_000) -> None:
+    """Raise ValueError unless `images` (None: all) is a number of test
+    images that has a mean and a standard error."""
+    if images is not None and not 1 <= images <= test:
+        raise ValueError(f"images must be between 1 and {test}, got {images}")
+    if images == 1:
+        raise ValueError(
+            "images must be at least 2: a standard error needs two"
+        )
+
+
 def write_record(record: dict, path: str | Path) -> None:
-    """Write a JSON record atomically."""
-    atomic_write(path, (json.dumps(record, indent=2) + "\n").encode())
+    """Write a JSON record atomically; refuse one with a number that is NaN
+    or infinite (not JSON, and no result)."""
+    try:
+        text = json.dumps(record, indent=2, allow_nan=False)
+    except ValueError:
+        bad = [
+            k
+            for k, v in record.items()
+            if isinstance(v, float) and not math.isfinite(v)
+        ]
+        raise ValueError(
+            f"{path}: not written: {', '.join(bad) or 'a value'} is NaN or "
+            "infinite (with one image there is no standard error; a "
+            "model whose bound is not finite has no result)"
+        ) from None
+    atomic_write(path, (text + "\n").encode())
 
 
 # ---- book/evaluate.md, code cell 3 ----
@@ -289,11 +311,15 @@ def saved_bounds(
     }
     saved = {"of": of, "bounds": [], "seconds": 0.0}
     if partial.exists():
-        saved = json.loads(partial.read_text())
-        if saved.get("of") != of:
+        saved = read_partial(partial)
+        if saved["of"] != of:
             raise ValueError(
                 f"{partial} holds part of another evaluation (another "
                 "model, seed, K or set of images); delete it to start over"
+            )
+        if len(saved["bounds"]) > len(rows):
+            raise ValueError(
+                f"{partial}: more bounds than images; delete it to start over"
             )
     bar = tqdm(
         total=len(rows),
@@ -308,12 +334,43 @@ def saved_bounds(
         bounds = image_bounds(
             model, test[part], jax.random.key(seed), indices=part, **options
         )
+        if not np.isfinite(bounds).all():
+            raise ValueError(
+                f"test images {part[~np.isfinite(bounds)].tolist()}: the "
+                "bound is NaN or infinite; this model has no result"
+            )
         saved["bounds"] += [float(b) for b in bounds]  # exact in JSON
         saved["seconds"] += time.perf_counter() - start
-        atomic_write(partial, json.dumps(saved).encode())
+        atomic_write(partial, json.dumps(saved, allow_nan=False).encode())
         bar.update(len(part))
     bar.close()
     return np.asarray(saved["bounds"], np.float32), saved["seconds"]
+
+
+def read_partial(path: Path) -> dict:
+    """A partial evaluation file, checked: its parts are of the right kinds,
+    its bounds finite numbers."""
+    try:
+        saved = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        saved = err
+
+    def number(x):  # as vnca writes them: floats, finite
+        return isinstance(x, float) and math.isfinite(x)
+
+    valid = (
+        isinstance(saved, dict)
+        and isinstance(saved.get("of"), dict)
+        and isinstance(saved.get("bounds"), list)
+        and all(number(b) for b in saved["bounds"])
+        and number(saved.get("seconds"))
+    )
+    if not valid:
+        raise ValueError(
+            f"{path}: not a partial evaluation vnca can resume (damaged, "
+            "or not written by vnca evaluate); delete it to start over"
+        )
+    return saved
 
 
 # ---- book/evaluate.md, code cell 6 ----
@@ -393,9 +450,12 @@ def results_table(
 import argparse
 import sys
 
-from vnca.checkpoint import CheckpointError
-from vnca.data import DataError, check_writable, explain
-from vnca.train import positive_int
+from vnca.data import check_writable, explain, refuse_existing
+from vnca.train import positive_int, seed, whole
+
+# K's limit: the bound keeps K weights and keys per image in memory, and
+# costs K decoder passes per image (the paper's K is 128)
+MAX_SAMPLES = 100_000
 
 
 def add_evaluate_command(commands) -> None:
@@ -414,16 +474,16 @@ def add_evaluate_command(commands) -> None:
     )
     evaluate.add_argument(
         "--samples",
-        type=positive_int,
+        type=whole(1, MAX_SAMPLES, "memory and time grow with K"),
         default=128,
-        help="importance samples K (default 128)",
+        help=f"importance samples K (default 128, at most {MAX_SAMPLES:,})",
     )
     evaluate.add_argument(
         "--images",
-        type=positive_int,
+        type=positive_int,  # and check_images, as evaluate_model checks it
         help="a random subset of this many test images (default: all 10,000)",
     )
-    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--seed", type=seed, default=0)
     evaluate.add_argument(
         "--chunk",
         type=positive_int,
@@ -431,7 +491,7 @@ def add_evaluate_command(commands) -> None:
     )
     evaluate.add_argument(
         "--batch-size",
-        type=positive_int,
+        type=whole(1, 1024, "each image keeps its chunk of K decodings"),
         help="images per batch (default 4 per device on a CPU, else 8)",
     )
     evaluate.add_argument(
@@ -443,6 +503,9 @@ def add_evaluate_command(commands) -> None:
         "evaluation run again resumes from there",
     )
     evaluate.add_argument(
+        "--force", action="store_true", help="replace OUT if it exists"
+    )
+    evaluate.add_argument(
         "--data-dir", type=Path, help="a folder with the data files"
     )
     evaluate.add_argument(
@@ -452,42 +515,40 @@ def add_evaluate_command(commands) -> None:
 
 
 def evaluate_command(args) -> int:
-    """Run `vnca evaluate`; return the exit status."""
-    try:
-        # shipped models (the laptop chapter)
-        from vnca.pretrained import resolve
+    """Run `vnca evaluate`; return the exit status. (An error becomes one
+    line and an exit status in the `vnca` command's `main`.)"""
+    # shipped models (the laptop chapter)
+    from vnca.pretrained import resolve
 
-        model, config, step, source = resolve(args.run)
-        shipped = not args.run.exists()
-        out = args.out or (
-            Path(f"{args.run}-evaluation.json")
-            if shipped
-            else checkpoint_path(args.run).parent / "evaluation.json"
-        )
-        check_writable(out)  # fail now, not after the evaluation
-        partial = out.with_name(out.name + ".partial")
-        if partial.exists():
-            print(f"vnca evaluate: resuming from {partial}", file=sys.stderr)
-        record = evaluate_model(
-            model,
-            config,
-            step,
-            source,
-            samples=args.samples,
-            images=args.images,
-            seed=args.seed,
-            chunk=args.chunk,
-            batch_size=args.batch_size,
-            data=load_binarized_mnist(args.data_dir),
-            progress=not args.no_progress,
-            partial=partial,
-        )
-    except (ValueError, DataError, CheckpointError) as err:
-        print(f"vnca evaluate: error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:
-        print(f"vnca evaluate: error: {explain(err)}", file=sys.stderr)
-        return 4
+    check_images(args.images)  # now, not after loading the model
+    model, config, step, source = resolve(args.run)
+    shipped = not args.run.exists()
+    out = args.out or (
+        Path(f"{args.run}-evaluation.json")
+        if shipped
+        else checkpoint_path(args.run).parent / "evaluation.json"
+    )
+    if not shipped and out.resolve() == checkpoint_path(args.run).resolve():
+        raise ValueError(f"--out {out} is the checkpoint being evaluated")
+    check_writable(out)  # fail now, not after the evaluation
+    refuse_existing([out], force=args.force)
+    partial = out.with_name(out.name + ".partial")
+    if partial.exists():
+        print(f"vnca evaluate: resuming from {partial}", file=sys.stderr)
+    record = evaluate_model(
+        model,
+        config,
+        step,
+        source,
+        samples=args.samples,
+        images=args.images,
+        seed=args.seed,
+        chunk=args.chunk,
+        batch_size=args.batch_size,
+        data=load_binarized_mnist(args.data_dir),
+        progress=not args.no_progress,
+        partial=partial,
+    )
     try:
         write_record(record, out)
     # the disk filled up meanwhile: print the result, not lose it

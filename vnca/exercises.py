@@ -281,7 +281,7 @@ def check_doubling(fn) -> bool:
     )
 
 
-# ---- book/train.md, code cell 11 ----
+# ---- book/train.md, code cell 12 ----
 import jax.numpy as jnp
 import numpy as np
 

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
-from vnca.data import check_writable
+from vnca.data import check_writable, refuse_existing
 from vnca.doubling import DoublingDecoder
 from vnca.nca import run
 from vnca.nondoubling import NonDoublingDecoder
@@ -522,6 +522,22 @@ def latent_channels(
 
 
 # ---- book/experiments.md, code cell 25 ----
+def figure_names(model: VAE) -> list[str]:
+    """The figures `make_figures` draws of `model`."""
+    names = ["reconstructions", "samples"]
+    if isinstance(model.decoder, DoublingDecoder):
+        names.append("growth")
+    names += ["interpolations", "tsne"]
+    if isinstance(model.decoder, NonDoublingDecoder):
+        names += [
+            "damage_frames",
+            "damage_strip",
+            "latent_channels",
+            "linear_probe",
+        ]
+    return names
+
+
 def make_figures(
     model: VAE,
     name: str,
@@ -532,13 +548,17 @@ def make_figures(
     note: str | None = None,
     compare: tuple[str, VAE] | None = None,
     tsne_images: int = 5_000,
+    force: bool = True,
 ) -> list:
     """Write every figure that applies to `model` into the folder `out`;
-    return the paths."""
+    return the paths. Without `force`, refuse to replace a file there."""
     from pathlib import Path
 
     out = Path(out)
     # fail now, not after the figures are computed
+    refuse_existing(
+        [out / f"{n}.png" for n in figure_names(model)], force=force
+    )
     check_writable(out / "samples.png")
     keys = iter(jax.random.split(key, 16))
     rng = np.random.default_rng(0)
@@ -591,9 +611,10 @@ def make_figures(
             note=f"held-out accuracy {accuracy:.1%}"
             + (f"; {note}" if note else ""),
         )
+    # every figure drawn before any is written: a failure leaves no partial set
+    drawn = {figure_name: make() for figure_name, make in made.items()}
     paths = []
-    for figure_name, make in made.items():
-        fig = make()
+    for figure_name, fig in drawn.items():
         path = out / f"{figure_name}.png"
         save_figure(fig, path, dpi=110, bbox_inches="tight")
         plt.close(fig)
@@ -606,8 +627,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from vnca.checkpoint import CheckpointError
-from vnca.data import DataError, explain
+from vnca.train import seed
 
 
 def at_least(low: int):
@@ -653,7 +673,12 @@ def add_figures_command(commands) -> None:
         help="test images in the t-SNE figure "
         f"(default 5000, at least {TSNE_MIN})",
     )
-    figures.add_argument("--seed", type=int, default=0)
+    figures.add_argument("--seed", type=seed, default=0)
+    figures.add_argument(
+        "--force",
+        action="store_true",
+        help="replace figures that exist in --out",
+    )
     figures.add_argument(
         "--data-dir", type=Path, help="a folder with the data files"
     )
@@ -661,42 +686,35 @@ def add_figures_command(commands) -> None:
 
 
 def figures_command(args) -> int:
-    """Run `vnca figures`; return the exit status."""
+    """Run `vnca figures`; return the exit status. (An error becomes one
+    line and an exit status in the `vnca` command's `main`.)"""
     from vnca.data import load_binarized_mnist, recover_labels
     from vnca.evaluate import run_scale
     from vnca.pretrained import resolve
 
-    try:
-        model, config, step, source = resolve(args.run)
-        compare = None
-        if args.compare:
-            other, other_config, _, _ = resolve(args.compare)
-            compare = (other_config.model, other)
-        data = load_binarized_mnist(args.data_dir)
-        labels = recover_labels(
-            "test", data_dir=args.data_dir, progress=False
-        ).digit
-        scale = run_scale(config, step)
-        note = None
-        if scale != "full":
-            note = f"{scale} scale ({source}, step {step:,}): "
-            note += "not the paper's model"
-        paths = make_figures(
-            model,
-            config.model,
-            args.out,
-            data,
-            labels,
-            jax.random.key(args.seed),
-            note=note,
-            compare=compare,
-            tsne_images=args.tsne_images,
-        )
-    except (ValueError, DataError, CheckpointError) as err:
-        print(f"vnca figures: error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:
-        print(f"vnca figures: error: {explain(err)}", file=sys.stderr)
-        return 4
+    model, config, step, source = resolve(args.run)
+    compare = None
+    if args.compare:
+        other, other_config, _, _ = resolve(args.compare)
+        compare = (other_config.model, other)
+    data = load_binarized_mnist(args.data_dir)
+    labels = recover_labels("test", data_dir=args.data_dir, progress=False)
+    scale = run_scale(config, step)
+    note = None
+    if scale != "full":
+        note = f"{scale} scale ({source}, step {step:,}): "
+        note += "not the paper's model"
+    paths = make_figures(
+        model,
+        config.model,
+        args.out,
+        data,
+        labels.digit,
+        jax.random.key(args.seed),
+        note=note,
+        compare=compare,
+        tsne_images=args.tsne_images,
+        force=args.force,
+    )
     print("\n".join(str(p) for p in paths))
     return 0

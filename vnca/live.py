@@ -10,7 +10,6 @@ that `_static/vnca-live.js` loads, verifies and runs."""
 import hashlib
 import json
 import struct
-import sys
 from pathlib import Path
 
 import jax
@@ -20,8 +19,13 @@ import numpy as np
 from vnca.data import atomic_write, load_binarized_mnist
 from vnca.doubling import DoublingDecoder
 from vnca.nondoubling import NonDoublingDecoder
+from vnca.train import whole
 
-MAGIC = b"VNCAWEB1"  # then the header's length (uint32), header, values
+# then the SHA-256 of the rest, the header's length (uint32), header, values
+MAGIC = b"VNCAWEB2"
+START = len(MAGIC) + 32 + 4  # where the header starts
+# test digits in a file: each adds 4 KB to what a page downloads
+MAX_EXAMPLES = 100
 
 
 class BrowserFileError(ValueError):
@@ -84,12 +88,17 @@ def export_for_browser(
     means of their encodings into `path`; return the header."""
     from vnca import pretrained  # written by the laptop chapter
 
+    test = (data or load_binarized_mnist()).test
+    if not 1 <= examples <= min(MAX_EXAMPLES, len(test)):
+        raise ValueError(
+            f"examples must be from 1 to {min(MAX_EXAMPLES, len(test))}, "
+            f"got {examples}"
+        )
     model = pretrained.load(name)
     facts = decoder_facts(model.decoder)  # refuses a decoder a page can't run
     tensors = {
         f"rule.{k}": v for k, v in rule_tensors(model.decoder.rule).items()
     }
-    test = (data or load_binarized_mnist()).test
     rows = np.sort(
         np.random.default_rng(seed).choice(len(test), examples, replace=False)
     )
@@ -121,42 +130,62 @@ def write_browser_file(
     for key, t in tensors.items():
         table[key] = {"shape": list(t.shape), "offset": offset}
         offset += t.size
-    raw = values.tobytes()
+    if not np.isfinite(values).all():
+        raise BrowserFileError(
+            f"{path}: not written: some values are NaN or infinite"
+        )
     header = {
         **facts,
-        "format": 1,
+        "format": 2,
         "tensors": table,
         "values": int(values.size),
-        "sha256": hashlib.sha256(raw).hexdigest(),
     }
-    text = json.dumps(header, separators=(",", ":")).encode()
+    text = json.dumps(header, separators=(",", ":"), allow_nan=False)
+    text = text.encode()
     text += b" " * (-len(text) % 4)  # the values start 4-byte aligned
-    atomic_write(path, MAGIC + struct.pack("<I", len(text)) + text + raw)
+    body = struct.pack("<I", len(text)) + text + values.tobytes()
+    atomic_write(path, MAGIC + hashlib.sha256(body).digest() + body)
     return header
 
 
 def read_browser_file(path) -> tuple[dict, dict[str, np.ndarray]]:
-    """The header and tensors of a file for the page, verified."""
+    """The header and tensors of a file for the page, verified: the
+    checksum of header and values, the table, and finite values."""
     raw = Path(path).read_bytes()
-    if raw[:8] != MAGIC or len(raw) < 12:
-        raise BrowserFileError(f"{path}: not a vnca file for the browser")
-    (length,) = struct.unpack("<I", raw[8:12])
-    header = json.loads(raw[12 : 12 + length])
-    values = raw[12 + length :]
-    if (
-        len(values) != 4 * header["values"]
-        or hashlib.sha256(values).hexdigest() != header["sha256"]
-    ):
+    if raw[:8] == b"VNCAWEB1":
         raise BrowserFileError(
-            f"{path}: its values do not match its "
+            f"{path}: an older format, whose header was not under its "
+            "checksum; write it again with vnca export-web"
+        )
+    if raw[:8] != MAGIC or len(raw) < START:
+        raise BrowserFileError(f"{path}: not a vnca file for the browser")
+    if hashlib.sha256(raw[40:]).digest() != raw[8:40]:
+        raise BrowserFileError(
+            f"{path}: its header and values do not match its "
             "checksum (cut short or changed)"
         )
-    flat = np.frombuffer(values, "<f4")
-    tensors = {}
-    for key, entry in header["tensors"].items():
-        size = int(np.prod(entry["shape"], dtype=np.int64))
-        start = entry["offset"]
-        tensors[key] = flat[start : start + size].reshape(entry["shape"])
+    (length,) = struct.unpack("<I", raw[40:START])
+    try:
+        header = json.loads(raw[START : START + length])
+        values = np.frombuffer(raw[START + length :], "<f4")
+        tensors = {}
+        for key, entry in header["tensors"].items():
+            shape = [int(n) for n in entry["shape"]]
+            start, size = int(entry["offset"]), int(np.prod(shape))
+            if min(shape, default=1) < 0 or not (
+                0 <= start <= start + size <= values.size
+            ):
+                raise ValueError(f"tensor {key!r} lies outside the values")
+            tensors[key] = values[start : start + size].reshape(shape)
+        if header["values"] != values.size:
+            raise ValueError("the header's count of values is wrong")
+    except (ValueError, TypeError, KeyError, AttributeError) as err:
+        raise BrowserFileError(
+            f"{path}: its checksum holds, but its header does not describe "
+            f"its values ({err}); write it again with vnca export-web"
+        ) from None
+    if not np.isfinite(values).all():
+        raise BrowserFileError(f"{path}: some values are NaN or infinite")
     return header, tensors
 
 
@@ -173,9 +202,12 @@ def add_export_web_command(commands) -> None:
     command.add_argument("--out", type=Path, required=True)
     command.add_argument(
         "--examples",
-        type=int,
+        type=whole(1, MAX_EXAMPLES, "each adds 4 KB to the page's download"),
         default=8,
-        help="test digits to include (default 8)",
+        help=f"test digits to include (default 8, at most {MAX_EXAMPLES})",
+    )
+    command.add_argument(
+        "--force", action="store_true", help="replace --out if it exists"
     )
     command.add_argument(
         "--data-dir", type=Path, help="a folder with the data files"
@@ -184,18 +216,16 @@ def add_export_web_command(commands) -> None:
 
 
 def export_web_command(args) -> int:
-    """Run `vnca export-web`; return the exit status."""
-    from vnca.data import DataError
-    from vnca.pretrained import PretrainedError
+    """Run `vnca export-web`; return the exit status. (An error becomes one
+    line and an exit status in the `vnca` command's `main`.)"""
+    from vnca.data import check_writable, refuse_existing
 
-    try:
-        data = load_binarized_mnist(args.data_dir)
-        header = export_for_browser(
-            args.name, args.out, data=data, examples=args.examples
-        )
-    except (BrowserFileError, PretrainedError, DataError, OSError) as err:
-        print(f"vnca export-web: error: {err}", file=sys.stderr)
-        return 2
+    check_writable(args.out)  # fail now, not after the work
+    refuse_existing([args.out], force=args.force)
+    data = load_binarized_mnist(args.data_dir)
+    header = export_for_browser(
+        args.name, args.out, data=data, examples=args.examples
+    )
     size = args.out.stat().st_size / 1024
     print(
         f"{args.out}: {header['decoder']['kind']} decoder, "

@@ -9,6 +9,7 @@ files, `load(name)`."""
 import hashlib
 import json
 import platform
+import re
 import subprocess
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import vnca
 from vnca import checkpoint
 from vnca.checkpoint import CheckpointError
 from vnca.evaluate import write_record
-from vnca.train import MODELS, TrainConfig, load_run
+from vnca.train import TrainConfig, buildable, load_run
 from vnca.vae import VAE
 
 # inside the installed package
@@ -41,7 +42,52 @@ def manifest(folder: str | Path | None = None) -> dict[str, dict]:
             f"{path}: no manifest of shipped models "
             "(is vnca installed completely?)"
         )
-    return json.loads(path.read_text())["models"]
+    try:
+        models = json.loads(path.read_text())["models"]
+    except (ValueError, UnicodeDecodeError, KeyError, TypeError) as err:
+        raise PretrainedError(
+            f"{path}: not a manifest of shipped models ({err}); reinstall vnca"
+        ) from None
+    if not isinstance(models, dict):
+        raise PretrainedError(f"{path}: its models are not a table")
+    for name, entry in models.items():
+        # a name a person can type and a message can print
+        problem = None if NAME.fullmatch(name) else "is not a plain name"
+        problem = problem or entry_problem(entry)
+        if problem:
+            raise PretrainedError(
+                f"{path}: the entry of {name!r} {problem}; reinstall vnca"
+            )
+    return models
+
+
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+# What `load_with_entry` and the results tables read of an entry
+ENTRY = {
+    "file": str,
+    "bytes": int,
+    "sha256": str,
+    "dtype": str,
+    "model": str,
+    "recipe": dict,
+    "step": int,
+    "evaluation": dict,
+}
+
+
+def entry_problem(entry) -> str | None:
+    """What is wrong with a manifest entry, if anything."""
+    if not isinstance(entry, dict):
+        return "is not a table"
+    for key, kind in ENTRY.items():
+        if not isinstance(entry.get(key), kind):
+            return f"lacks {key!r} (a {kind.__name__})"
+    # a plain name: the file is in the weights folder, nowhere else
+    if not NAME.fullmatch(entry["file"]):
+        return f"names the file {entry['file']!r}, outside the weights folder"
+    if entry["dtype"] not in ("float32", "float16", "bfloat16"):
+        return f"names the dtype {entry['dtype']!r}"
+    return None
 
 
 def names(
@@ -102,17 +148,22 @@ def load_with_entry(
                 f"{path}: the recipe in the file is "
                 f"not the manifest's for {name!r}"
             )
-        config = TrainConfig.from_json(entry["recipe"])
-        like = _cast(
-            MODELS[config.model][1](
-                config.model_config, key=jax.random.key(0)
-            ),
-            entry["dtype"],
-        )
-        model, _ = checkpoint.load(path, like)
-    except (CheckpointError, KeyError, TypeError) as err:
-        raise PretrainedError(f"{path}: cannot load {name!r}: {err}") from None
-    return _cast(model, jnp.float32), entry
+        model, _ = load_file(path)
+    except CheckpointError as err:
+        raise PretrainedError(f"cannot load {name!r}: {err}") from None
+    return model, entry
+
+
+def load_file(path: str | Path) -> tuple[VAE, dict]:
+    """The model in a shipped model's file, by its own checksums (not the
+    manifest's), in float32, and the file's header."""
+    header = checkpoint.read_metadata(path)
+    _, state = buildable(path, header.get("recipe"))
+    dtype = header.get("dtype", "float32")
+    if dtype not in ("float32", "float16", "bfloat16"):
+        raise CheckpointError(f"{path}: its header names the dtype {dtype!r}")
+    model, _ = checkpoint.load(path, _cast(state.model, dtype))
+    return _cast(model, jnp.float32), header
 
 
 def load(name: str, folder: str | Path | None = None) -> VAE:
@@ -262,7 +313,10 @@ def resolve(run_or_name: str | Path) -> tuple[VAE, TrainConfig, int, str]:
             entry["step"],
             f"shipped model {run_or_name}",
         )
-    state, config = load_run(
-        path / "checkpoint.vnca" if path.is_dir() else path
-    )
+    path = path / "checkpoint.vnca" if path.is_dir() else path
+    if "recipe" in checkpoint.read_metadata(path):  # a shipped model's file
+        model, header = load_file(path)
+        config, _ = buildable(path, header["recipe"])
+        return model, config, int(header.get("step", 0)), str(path)
+    state, config = load_run(path)
     return state.model, config, int(state.step), str(path)

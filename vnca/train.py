@@ -12,6 +12,7 @@ import errno
 import json
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ from tqdm import tqdm
 from vnca import checkpoint
 from vnca.baseline import BaselineConfig, baseline
 from vnca.data import (
+    PART,
     atomic_write,
     batches,
     load_binarized_mnist,
@@ -127,6 +129,8 @@ LAPTOP_RUNS = {
     ),
 }
 PROFILES = ("smoke", "laptop", "full")
+# JAX's PRNG seeds are 32-bit; the data order's is seed + 1 (see `fit`)
+MAX_SEED = 2**31 - 2
 
 
 @dataclass(frozen=True)
@@ -192,14 +196,24 @@ class TrainConfig:
                 raise ValueError(
                     f"{name} must be at least 1, got {getattr(self, name)}"
                 )
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(
+                f"seed must be a whole number from 0 to {MAX_SEED:,} "
+                f"(JAX's seeds are 32-bit), got {self.seed}"
+            )
         for name in ("log_every", "checkpoint_every"):
             if getattr(self, name) % self.steps_per_call:
                 raise ValueError(
                     f"{name} ({getattr(self, name)}) must be a multiple of "
                     f"steps_per_call ({self.steps_per_call})"
                 )
-        if not (self.learning_rate > 0 and self.clip_norm > 0):
-            raise ValueError("learning_rate and clip_norm must be positive")
+        if not (
+            0 < self.learning_rate < float("inf")
+            and 0 < self.clip_norm < float("inf")
+        ):
+            raise ValueError(
+                "learning_rate and clip_norm must be positive and finite"
+            )
         if self.pool_size < 0:
             raise ValueError(
                 "pool_size must be 0 (no pool) or "
@@ -235,7 +249,8 @@ class TrainConfig:
                 raise ValueError(
                     f"{name} must be 0 or more, got {getattr(self, name)}"
                 )
-        if self.state_penalty < 0 or (
+        # (not 0 <= x < inf: also refuses NaN)
+        if not 0 <= self.state_penalty < float("inf") or (
             self.state_penalty and not self.pool_size
         ):
             raise ValueError(
@@ -276,6 +291,11 @@ class TrainConfig:
 
     @classmethod
     def from_json(cls, record: dict) -> "TrainConfig":
+        if record.get("model") not in MODELS:
+            raise ValueError(
+                f"unknown model {record.get('model')!r}; "
+                f"expected one of {', '.join(MODELS)}"
+            )
         model_config = MODELS[record["model"]][0](**record["model_config"])
         return cls(**{**record, "model_config": model_config})
 
@@ -703,7 +723,13 @@ def load_run(path: Path, config: TrainConfig | None = None):
     """The state and configuration saved in a checkpoint file (checked
     against `config`)."""
     meta = checkpoint.read_metadata(path)
-    saved = TrainConfig.from_json(meta["config"])
+    if "config" not in meta:
+        shipped = " (a shipped model's file: pass its name)"
+        raise checkpoint.CheckpointError(
+            f"{path}: its header holds no run configuration"
+            + (shipped if "recipe" in meta else "")
+        )
+    saved, like = buildable(path, meta["config"])
     if config is not None:
         checkpoint.check_compatible(
             path,
@@ -711,8 +737,23 @@ def load_run(path: Path, config: TrainConfig | None = None):
             _what(config),
             ignore=("steps", "log_every", "checkpoint_every"),
         )
-    state, _ = checkpoint.load(path, init_state(saved))
+    state, _ = checkpoint.load(path, like)
     return state, saved
+
+
+def buildable(path, record) -> tuple[TrainConfig, TrainState]:
+    """The configuration a checkpoint's header records, and a fresh state
+    built from it; CheckpointError if this version cannot build it."""
+    try:
+        config = TrainConfig.from_json(record)
+        return config, init_state(config)
+    # an unknown model, a missing or misspelt field, a latent of size 0
+    except (KeyError, TypeError, ValueError, ArithmeticError) as err:
+        raise checkpoint.CheckpointError(
+            f"{path}: its header describes no model this version of vnca "
+            f"can build ({type(err).__name__}: {err}); it was not written "
+            "by vnca train, or was changed"
+        ) from None
 
 
 def fit(
@@ -720,6 +761,7 @@ def fit(
     out: str | Path,
     *,
     resume: bool = False,
+    force: bool = False,
     data=None,
     progress: bool = True,
     mesh: Mesh | None = None,
@@ -727,39 +769,42 @@ def fit(
     auto_remat: bool = True,
 ):
     """Train for config.steps steps, saving into `out`; return the final
-    state. With `auto_remat`, an NCA model that would not fit in a
-    device's memory recomputes its activations (see `fitted`)."""
+    state. A new run needs an empty folder (or `force`). With `auto_remat`,
+    an NCA model that would not fit in a device's memory recomputes its
+    activations (see `fitted`)."""
     out, stop = Path(out), stop or StopRequest()
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(
-            errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(out)
-        )
-    path = out / CHECKPOINT
-    if path.exists() and not resume:
-        raise FileExistsError(
-            f"{path} exists: pass resume=True "
-            "(--resume) to continue that run, "
-            "or choose another output folder"
-        )
-    if resume and not path.exists():
-        raise checkpoint.CheckpointError(
-            f"{path}: no checkpoint to resume from; "
-            "leave out resume=True (--resume) "
-            "to start a new run in this folder"
-        )
+    check_run_folder(out, config, resume=resume, force=force)
     mesh = mesh or data_mesh()
     if config.batch_size % mesh.size:
         raise ValueError(
             f"batch_size {config.batch_size} is not "
             f"a multiple of the {mesh.size} devices"
         )
+    made = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    # one writer at a time; a run that fails before its first checkpoint
+    # leaves nothing behind (both in the cell below)
+    with left_clean(out, made=made, fresh=not resume), run_lock(out):
+        return _fit(
+            config, out, resume, data, progress, mesh, stop, auto_remat
+        )
+
+
+def _fit(config, out, resume, data, progress, mesh, stop, auto_remat):
+    """`fit`'s work, in a folder that it holds."""
+    path = out / CHECKPOINT
     # left by a process killed while saving
     for part in remove_stale_parts(path):
         print(f"removed {part}, an unfinished checkpoint of a killed run")
     if resume:
         # the saved arrays, computed as this run says (remat, unroll)
         state = configured(load_run(path, config)[0], config)
+        if int(state.step) > config.steps:
+            raise ValueError(
+                f"{path} is at step {int(state.step):,}, past the "
+                f"{config.steps:,} steps asked for: nothing to train; ask "
+                "for more steps (--steps), or leave them out"
+            )
         _truncate_metrics(out / METRICS, int(state.step))
     else:
         state = init_state(config)
@@ -804,7 +849,7 @@ def fit(
                     raise NonFiniteError(
                         f"step {bad}: the loss or a gradient is not "
                         f"finite (loss {metrics['loss'].tolist()}); "
-                        f"stopped. The last good checkpoint, if any, is {path}"
+                        "stopped." + _last_good(path)
                     )
                 state, before, step = new_state, step, step + n
                 window.append(metrics)
@@ -853,8 +898,8 @@ def _log(path: Path, step: int, window: list, seconds: float) -> None:
         "steps_per_s": len(merged["loss"]) / max(seconds, 1e-9),
         "time": time.time(),
     }
-    with path.open("a") as f:
-        f.write(json.dumps(record) + "\n")
+    with path.open("a") as f:  # finite numbers, or no line (ValueError)
+        f.write(json.dumps(record, allow_nan=False) + "\n")
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
@@ -944,6 +989,130 @@ def plot_metrics(out: str | Path, title: str | None = None):
 
 
 # ---- book/train.md, code cell 7 ----
+LOCK = ".vnca.lock"
+RUN_FILES = ("config.json", METRICS, "metrics.png")  # besides the checkpoint
+
+
+class RunInUse(RuntimeError):
+    """Another process is writing the run folder."""
+
+
+def check_run_folder(
+    out: Path, config: TrainConfig, *, resume: bool, force: bool
+) -> None:
+    """Raise, saying what to do, unless `out` can take this run."""
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(
+            errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(out)
+        )
+    path = out / CHECKPOINT
+    if path.is_dir() or (path.exists() and not path.is_file()):
+        raise FileExistsError(
+            f"{path} is a folder, not a checkpoint file: move it away, "
+            "or choose another --out"
+        )
+    if resume:
+        if not path.exists():
+            raise checkpoint.CheckpointError(
+                f"{path}: no checkpoint to resume from; leave out "
+                "resume=True (--resume) to start a new run in this folder"
+            )
+        return
+    if path.exists() and not force:
+        raise FileExistsError(
+            f"{path} exists: pass resume=True (--resume) to continue that "
+            "run, or choose another output folder (or --force to start "
+            "over in it)"
+        )
+    found = sorted(
+        p.name
+        for p in (out.iterdir() if out.is_dir() else [])
+        if p.name != LOCK and not p.name.endswith(PART)
+    )
+    if found and not force and not _earlier_start(out, config, found):
+        listed = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
+        raise FileExistsError(
+            f"{out} holds files that are not this run's ({listed}): a new "
+            "run starts in an empty folder; choose another --out, or pass "
+            "--force to write this run's files there"
+        )
+
+
+def _earlier_start(out: Path, config: TrainConfig, found) -> bool:
+    """Whether `found`, the files in `out`, are an earlier start of this
+    very run, stopped before its first checkpoint."""
+    if "config.json" not in found or not set(found) <= set(RUN_FILES):
+        return False
+    try:
+        saved = TrainConfig.from_json(
+            json.loads((out / "config.json").read_text())
+        )
+    except (OSError, ValueError, TypeError, KeyError):
+        return False
+    ignore = ("steps", "log_every", "checkpoint_every")
+    return {k: v for k, v in _what(saved).items() if k not in ignore} == {
+        k: v for k, v in _what(config).items() if k not in ignore
+    }
+
+
+@contextlib.contextmanager
+def run_lock(out: Path):
+    """Hold an exclusive OS lock on the run folder `out`, or raise
+    RunInUse naming the process that holds it."""
+    import fcntl  # POSIX
+
+    path = out / LOCK
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 512, 0).decode(errors="replace").strip()
+            os.close(fd)
+            raise RunInUse(
+                f"{out} is in use by {holder or 'another process'}: wait "
+                "for it to end (or stop it), or choose another --out"
+            ) from None
+        # the holder before us may have removed the file meanwhile: the
+        # lock counts only on the file that is there
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        command = " ".join(sys.argv[:1] + sys.argv[1:][:12])
+        os.pwrite(
+            fd,
+            f"process {os.getpid()} on {os.uname().nodename}, since "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S')} ({command})".encode(),
+            0,
+        )
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def left_clean(out: Path, *, made: bool, fresh: bool):
+    """On an error in a new run that saved no checkpoint, remove the files
+    it wrote into `out`, and `out` itself if it `made` it."""
+    try:
+        yield
+    except BaseException:
+        if fresh and not (out / CHECKPOINT).exists():
+            for name in RUN_FILES:
+                (out / name).unlink(missing_ok=True)
+            if made:
+                with contextlib.suppress(OSError):
+                    out.rmdir()  # only if empty
+        raise
+
+
+# ---- book/train.md, code cell 8 ----
 def device_memory(mesh: Mesh) -> int | None:
     """Bytes XLA may allocate on each device of `mesh`; None where the
     device does not say (a CPU)."""
@@ -1018,12 +1187,12 @@ def fitted(
     return config
 
 
-# ---- book/train.md, code cell 10 ----
+# ---- book/train.md, code cell 11 ----
 import argparse
 import sys
 
 from vnca.checkpoint import CheckpointError
-from vnca.data import DataError, explain
+from vnca.data import explain
 from vnca.plot import save_figure
 
 
@@ -1035,6 +1204,31 @@ def positive_int(text: str) -> int:
             f"must be a whole number of at least 1, got {text}"
         )
     return value
+
+
+def whole(low: int, high: int, why: str = ""):
+    """An argparse type: a whole number from `low` to `high`; `why` says
+    why the limits are what they are."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            raise argparse.ArgumentTypeError(
+                "must be a whole number of at "
+                f"least {low:,} and at most {high:,}"
+                + (f" ({why})" if why else "")
+                + f", got {text}"
+            )
+        return value
+
+    parse.__name__ = "whole number"  # what argparse calls it
+    return parse
+
+
+seed = whole(0, MAX_SEED, "JAX's seeds are 32-bit")
 
 
 def probability(text: str) -> float:
@@ -1072,12 +1266,14 @@ def add_train_command(commands) -> None:
     )
     train.add_argument(
         "--steps",
-        type=positive_int,
+        type=whole(1, 2**31 - 1, "the step counter is 32-bit"),
         help="total training steps (default: the profile's)",
     )
     train.add_argument(
         "--batch-size",
-        type=positive_int,
+        type=whole(
+            1, 4096, "the paper's are 32 and 128; memory grows with it"
+        ),
         help="default: the paper's for the model",
     )
     train.add_argument(
@@ -1087,10 +1283,16 @@ def add_train_command(commands) -> None:
         "profile's; on a CPU, 1 lets each non-doubling step scan only as "
         "far as its own T)",
     )
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=seed, default=0)
+    train.add_argument(
+        "--force",
+        action="store_true",
+        help="start a new run in a folder that holds other files (its "
+        "checkpoint, config.json and metrics are replaced)",
+    )
     train.add_argument(
         "--pool-size",
-        type=int,
+        type=whole(0, 16_384, "the paper's is 1,024; memory grows with it"),
         help="non-doubling only: pool entries, 0 for none "
         "(default: the profile's, 1024 in full)",
     )
@@ -1255,17 +1457,14 @@ def train_command(args) -> int:
             progress=not args.no_progress,
             stop=stop,
             auto_remat=args.remat != "off",
+            force=args.force,
         )
         figure = plot_metrics(args.out, title=f"{args.model} ({args.profile})")
         save_figure(figure, args.out / "metrics.png", dpi=120)
-    except (ValueError, FileExistsError, DataError, CheckpointError) as err:
-        print(f"vnca train: error: {err}", file=sys.stderr)
-        return 2
-    except NonFiniteError as err:
-        print(f"vnca train: {err}", file=sys.stderr)
-        return 3
-    # a full disk, a read-only folder, --out naming a file
+    # a full disk, a read-only folder: name the last good checkpoint too
     except OSError as err:
+        if err.errno is None:  # one of ours (a folder in use, say)
+            raise
         print(
             "vnca train: error: "
             f"{explain(err)}.{_last_good(args.out / CHECKPOINT)}",
@@ -1287,8 +1486,8 @@ def train_command(args) -> int:
 
 def _last_good(path: Path) -> str:
     try:
-        step = checkpoint.read_metadata(path)["step"]
-    except (CheckpointError, OSError):
+        step = int(checkpoint.read_metadata(path)["step"])
+    except (CheckpointError, OSError, KeyError, TypeError, ValueError):
         return " No checkpoint was saved."
     return (
         f" The last good checkpoint, step {step:,}, is {path}: add --resume "
