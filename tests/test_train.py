@@ -197,7 +197,7 @@ SHARDED = textwrap.dedent("""
     # or 8 (measured: 4.6e-5 apart after 4 steps of 1e-4). With SGD a parameter moves by its
     # gradient, which splitting the batch must not change beyond rounding (measured: 1e-7).
     import optax, vnca.train
-    vnca.train.optimiser = lambda learning_rate, clip_norm: optax.chain(
+    vnca.train.optimiser = lambda learning_rate, clip_norm, *schedule: optax.chain(
         optax.clip_by_global_norm(clip_norm), optax.sgd(1e-3))
     full = load_binarized_mnist()
     data = BinarizedMNIST(train=full.train[:256], test=full.test[:8])

@@ -51,11 +51,15 @@ def apply(a, steps: int):
 
         def init_state(config):
             state = plain_init(config)
-            if Path(a.warm).exists():
-                model = train.load_run(Path(a.warm) / train.CHECKPOINT)[0].model
-            else:
-                from vnca import pretrained
-                model = pretrained.load(a.warm)
+            train.init_state = plain_init  # loading builds skeletons with init_state too
+            try:
+                if Path(a.warm).exists():
+                    model = train.load_run(Path(a.warm) / train.CHECKPOINT)[0].model
+                else:
+                    from vnca import pretrained
+                    model = pretrained.load(a.warm)
+            finally:
+                train.init_state = init_state
             import jax
             leaves = jax.tree.leaves(model)
             if [x.shape for x in leaves] != [x.shape for x in jax.tree.leaves(state.model)]:
