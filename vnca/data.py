@@ -127,19 +127,24 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write(path: str | os.PathLike, content: bytes) -> None:
-    """Replace `path` by `content`: readers see the old file or the new one,
-    never a part."""
-    path = Path(path)
+def _temporary_beside(path: Path) -> tuple[int, str]:
+    """A new temporary file in `path`'s folder (made if need be), open."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(
+        return tempfile.mkstemp(
             dir=path.parent, prefix=f".{path.name}.", suffix=PART
         )
     # a read-only folder: name the file asked for, not the temporary one
     except OSError as err:
         err.filename = str(path)
         raise
+
+
+def atomic_write(path: str | os.PathLike, content: bytes) -> None:
+    """Replace `path` by `content`: readers see the old file or the new one,
+    never a part."""
+    path = Path(path)
+    fd, tmp = _temporary_beside(path)
     try:
         if hasattr(os, "fchmod"):  # mkstemp's file is private (0600): give it
             # the mode a plain open() would, so others can read what we write
@@ -190,14 +195,7 @@ def check_writable(path: str | os.PathLike) -> Path:
             raise NotADirectoryError(
                 errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path)
             )
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(
-            dir=path.parent, prefix=f".{path.name}.", suffix=PART
-        )
-    except OSError as err:
-        err.filename = str(path)
-        raise
+    fd, tmp = _temporary_beside(path)
     os.close(fd)
     os.unlink(tmp)
     return path
