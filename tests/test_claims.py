@@ -161,6 +161,7 @@ def test_shipped_models_do_not_yet_keep_these_claims(name, claim):
     assert _stored(name)["met"][claim]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 33: doubling-laptop trails baseline-laptop by 7 nats")
+@pytest.mark.xfail(strict=True, reason="issue 33: doubling-laptop trails baseline-laptop by 4.3 nats, "
+                   "both trained on 640,000 images")
 def test_the_doubling_bound_is_within_2_nats_of_the_baseline():
-    assert _bound("doubling-laptop") >= _bound("baseline-laptop") - 2
+    assert _bound("doubling-laptop") >= _bound("baseline-laptop") - claims.CLAIMS["bound_gap"]

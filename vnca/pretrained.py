@@ -2,7 +2,7 @@
 # edit the chapter named above each block, then run `python tools/export.py`.
 
 
-# ---- book/laptop.md, code cell 11 ----
+# ---- book/laptop.md, code cell 13 ----
 """Trained models shipped inside the package: a manifest, verified weight
 files, `load(name)`."""
 
@@ -171,7 +171,7 @@ def load(name: str, folder: str | Path | None = None) -> VAE:
     return load_with_entry(name, folder)[0]
 
 
-# ---- book/laptop.md, code cell 12 ----
+# ---- book/laptop.md, code cell 14 ----
 def ship(
     name: str,
     run: str | Path,

@@ -99,7 +99,9 @@ LAPTOP_RUNS = {
         ),
         batch_size=32,
         learning_rate=1e-3,
-        steps=7_000,
+        steps=20_000,
+        final_learning_rate=3e-6,
+        decay_steps=20_000,
     ),
     "doubling": dict(
         model_config=DoublingConfig(
@@ -107,7 +109,9 @@ LAPTOP_RUNS = {
         ),
         batch_size=16,
         learning_rate=1e-3,
-        steps=14_000,
+        steps=40_000,
+        final_learning_rate=3e-6,
+        decay_steps=40_000,
     ),
     "nondoubling": dict(
         model_config=NonDoublingConfig(

@@ -33,6 +33,11 @@ p.add_argument("--pool-kl", choices=("paper", "detached"), default="paper",
                help="detached: a pool row's KL term has no gradient to the encoder, as its "
                "reconstruction term has none")
 p.add_argument("--hidden", type=int)
+p.add_argument("--update-probability", type=float,
+               help="the non-doubling rule's per-cell update probability (the original's damage "
+               "checkpoint: 0.5)")
+p.add_argument("--t-range", type=int, nargs=3, metavar=("MIN", "MAX", "TEST"),
+               help="the non-doubling model's training range of T and its test T")
 p.add_argument("--batch", type=int)
 p.add_argument("--resume", action="store_true")
 p.add_argument("--set", nargs="*", default=[], help="TrainConfig field=value (int/float/str)")
@@ -50,9 +55,16 @@ for item in a.set:
         except ValueError:
             pass
 config = train_config(a.model, "laptop", **overrides)
+model_changes = {}
 if a.hidden:
+    model_changes["hidden"] = a.hidden
+if a.update_probability is not None:
+    model_changes["update_probability"] = a.update_probability
+if a.t_range:
+    model_changes.update(zip(("min_steps", "max_steps", "test_steps"), a.t_range))
+if model_changes:
     config = dataclasses.replace(
-        config, model_config=dataclasses.replace(config.model_config, hidden=a.hidden))
+        config, model_config=dataclasses.replace(config.model_config, **model_changes))
 
 patches.apply(a, config.steps)
 print(config, flush=True)
