@@ -66,7 +66,7 @@ def test_the_manifest_lists_the_three_laptop_models_and_the_ablations_with_their
         # An ablation's record never passes for the laptop recipe's.
         assert record["scale"] == ("custom" if name in ABLATIONS else "laptop")
         assert record["log_likelihood"] == evaluation["log_likelihood"]
-        assert 0 < entry["training"]["wall_seconds"] <= 45 * 60  # the laptop budget
+        assert 0 < entry["training"]["wall_seconds"] <= 60 * 60  # the book: "under an hour each"
         assert (ROOT / "results" / "laptop" / name / "metrics.jsonl").is_file()
         assert entry["bytes"] <= 10 * 2**20
         total += entry["bytes"]
