@@ -33,6 +33,7 @@ p.add_argument("--pool-kl", choices=("paper", "detached"), default="paper",
                help="detached: a pool row's KL term has no gradient to the encoder, as its "
                "reconstruction term has none")
 p.add_argument("--hidden", type=int)
+p.add_argument("--residual-blocks", type=int, help="the doubling rule's residual blocks (paper: 4)")
 p.add_argument("--update-probability", type=float,
                help="the non-doubling rule's per-cell update probability (the original's damage "
                "checkpoint: 0.5)")
@@ -58,6 +59,8 @@ config = train_config(a.model, "laptop", **overrides)
 model_changes = {}
 if a.hidden:
     model_changes["hidden"] = a.hidden
+if a.residual_blocks:
+    model_changes["residual_blocks"] = a.residual_blocks
 if a.update_probability is not None:
     model_changes["update_probability"] = a.update_probability
 if a.t_range:
