@@ -35,7 +35,15 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund
 	touch $@
 
+# What the chapters' cached outputs depend on besides their own code: the package (weights included),
+# the results it reads and the pinned versions. When their digest changes, or the live demo files that
+# a chapter writes are missing, the cache goes (see _config.yml).
+BOOK_INPUTS = find vnca results requirements.txt -type f -not -name '*.pyc' | LC_ALL=C sort
+
 book: setup
+	@digest="$$($(BOOK_INPUTS) | xargs sha256sum | sha256sum | cut -c1-64)"; \
+	if [ "$$(cat _build/.book-inputs 2>/dev/null)" != "$$digest" ] || ! ls _static/live/*.vncaweb >/dev/null 2>&1; then \
+		rm -rf _build/.jupyter_cache; mkdir -p _build; echo "$$digest" > _build/.book-inputs; fi
 	$(BIN)/jupyter-book build --warningiserror --keep-going .
 	@echo "The site is in _build/html: make serve, then open http://localhost:8000"
 

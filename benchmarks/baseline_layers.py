@@ -22,9 +22,13 @@ import torch
 from baseline_step import timeit  # median seconds, after two warm-up calls
 from models import header  # benchmarks/models.py
 from vnca.baseline import decoder_channels
-from vnca.data import atomic_write
+from vnca.files import atomic_write
 from vnca.layers import Conv
 from vnca.vae import ENCODER_STRIDES, encoder_channels
+
+from vnca.devices import use_cpu_cores
+
+use_cpu_cores()  # one JAX device per core, as the `vnca` command does (importing vnca does not)
 
 
 def layers(width: int):

@@ -30,6 +30,10 @@ import time
 
 import numpy as np
 
+from vnca.devices import use_cpu_cores
+
+use_cpu_cores()  # one JAX device per core, as the `vnca` command does (importing vnca does not)
+
 sys.path.insert(0, os.path.dirname(__file__))
 STEPS = 10  # per compiled call, as the laptop recipe
 
@@ -44,7 +48,7 @@ def timeit(f, n=5):
 
 def elbo_only(config, batch_size):
     import jax, jax.numpy as jnp, equinox as eqx
-    from vnca.train import init_state
+    from vnca.step import init_state
     from vnca.vae import batch_elbo
     model = init_state(config).model
     x = (jax.random.uniform(jax.random.key(0), (batch_size, 32, 32)) < 0.13).astype(jnp.float32)
@@ -90,7 +94,7 @@ def torch_step(config):
 
 def trace(config, state, batches, mesh):
     import jax
-    from vnca.train import train_steps
+    from vnca.step import train_steps
     holder = [state]
 
     def call():
@@ -151,7 +155,7 @@ def variants(config, state, batches, mesh):
     from functools import partial
     import jax, equinox as eqx
     from jax.sharding import NamedSharding, PartitionSpec as P
-    from vnca.train import TrainState, init_state, optimiser, place_state
+    from vnca.step import TrainState, init_state, optimiser, place_state
     from vnca.vae import batch_elbo
 
     def zero_spec(x):
@@ -210,7 +214,7 @@ def main():
     parser.add_argument("--torch", action="store_true")
     parser.add_argument("--step-only", action="store_true", help="only the first line: mesh against no mesh")
     args = parser.parse_args()
-    from vnca.train import train_config
+    from vnca.recipes import train_config
     config = train_config("baseline", args.scale)
     if args.batch:
         return elbo_only(config, args.batch)
@@ -218,7 +222,8 @@ def main():
         return torch_step(config)
     import jax, jax.numpy as jnp
     from side_by_side import images
-    from vnca.train import data_mesh, init_state, place_state, shard_batches, train_steps
+    from vnca.mesh import data_mesh, shard_batches
+    from vnca.step import init_state, place_state, train_steps
     config = dataclasses.replace(config, steps_per_call=STEPS, log_every=STEPS, checkpoint_every=STEPS)
     mesh = data_mesh()
     stacked = images(STEPS * config.batch_size).reshape(STEPS, config.batch_size, 32, 32)

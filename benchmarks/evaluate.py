@@ -20,6 +20,10 @@ from models import header, make  # benchmarks/models.py
 from vnca.data import load_binarized_mnist
 from vnca.evaluate import image_bounds
 
+from vnca.devices import use_cpu_cores
+
+use_cpu_cores()  # one JAX device per core, as the `vnca` command does (importing vnca does not)
+
 
 def benchmark(name: str, images: np.ndarray, samples: int, chunk: int, batch: int | None) -> dict:
     model, _ = make(name, remat=False)

@@ -23,9 +23,16 @@ import numpy as np
 from vnca.baseline import BaselineConfig
 from vnca.data import batches, load_binarized_mnist
 from vnca.doubling import DoublingConfig
+from vnca.mesh import data_mesh, shard_batches
 from vnca.nondoubling import NonDoublingConfig
-from vnca.train import TrainConfig, data_mesh, fit, init_state, place_state, shard_batches, train_steps
+from vnca.recipes import TrainConfig
+from vnca.step import init_state, place_state, train_steps
+from vnca.train import fit
 from vnca.vae import batch_elbo, parameter_count
+
+from vnca.devices import use_cpu_cores
+
+use_cpu_cores()  # one JAX device per core, as the `vnca` command does (importing vnca does not)
 
 CANDIDATES = {
     "doubling h32 enc32 b16": TrainConfig("doubling", DoublingConfig(32, 32, 1), batch_size=16),

@@ -26,6 +26,10 @@ import jax.numpy as jnp
 from models import header  # benchmarks/models.py
 from vnca.nca import UpdateRule, step
 
+from vnca.devices import use_cpu_cores
+
+use_cpu_cores()  # one JAX device per core, as the `vnca` command does (importing vnca does not)
+
 LENGTH, T, BATCH = 40, 34, 8
 
 

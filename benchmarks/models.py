@@ -28,6 +28,10 @@ from vnca.doubling import DoublingConfig, doubling_vnca
 from vnca.nondoubling import NonDoublingConfig, nondoubling_vnca
 from vnca.vae import batch_elbo, parameter_count
 
+from vnca.devices import use_cpu_cores
+
+use_cpu_cores()  # one JAX device per core, as the `vnca` command does (importing vnca does not)
+
 PAPER_BATCH = {"baseline": 32, "doubling": 32, "nondoubling": 128}
 
 

@@ -20,8 +20,13 @@ import time
 
 from models import header  # benchmarks/models.py
 from side_by_side import torch_train, vnca_steps, vnca_train
-from vnca.data import atomic_write
-from vnca.train import scan_length, train_config
+from vnca.files import atomic_write
+from vnca.recipes import train_config
+from vnca.step import scan_length
+
+from vnca.devices import use_cpu_cores
+
+use_cpu_cores()  # one JAX device per core, as the `vnca` command does (importing vnca does not)
 
 
 def main(argv=None):

@@ -29,6 +29,10 @@ from vnca import pretrained
 from vnca.data import load_binarized_mnist
 from vnca.vae import log_importance_weights
 
+from vnca.devices import use_cpu_cores
+
+use_cpu_cores()  # one JAX device per core, as the `vnca` command does (importing vnca does not)
+
 PRECISIONS = {"float32": None, "tf32": 11, "bfloat16": 8}  # significant bits, the leading one included
 
 

@@ -30,10 +30,15 @@ import torch
 
 import torch_models  # benchmarks/torch_models.py
 from models import header  # benchmarks/models.py
-from vnca.data import atomic_write
 from vnca.evaluate import image_bounds
-from vnca.train import (data_mesh, drawn_steps, init_state, place_state, scan_length, shard_batches, train_config,
-                        train_steps_in_place)
+from vnca.files import atomic_write
+from vnca.mesh import data_mesh, shard_batches
+from vnca.recipes import train_config
+from vnca.step import drawn_steps, init_state, place_state, scan_length, train_steps_in_place
+
+from vnca.devices import use_cpu_cores
+
+use_cpu_cores()  # one JAX device per core, as the `vnca` command does (importing vnca does not)
 
 SCALES = {"paper": "full", "laptop": "laptop"}
 # training steps per timed repeat (vnca fuses them into one call) and repeats, by scale

@@ -20,7 +20,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from models import compiled, flops, header, make  # benchmarks/models.py
-from vnca.train import data_mesh, init_state, place_state, shard_batches, train_config, train_steps
+from vnca.mesh import data_mesh, shard_batches
+from vnca.recipes import train_config
+from vnca.step import init_state, place_state, train_steps
+
+from vnca.devices import use_cpu_cores
+
+use_cpu_cores()  # one JAX device per core, as the `vnca` command does (importing vnca does not)
 
 
 def benchmark(name: str, calls: int, steps_per_call: int, batch: int | None) -> dict:

@@ -28,6 +28,13 @@ else:
                       JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
 
 
+# One JAX CPU device per core, as the `vnca` command and the chapters ask for (importing vnca changes
+# no JAX setting): the tests run the code as a user's program does.
+from vnca.devices import use_cpu_cores  # noqa: E402
+
+use_cpu_cores()
+
+
 def pytest_unconfigure(config):
     if JAX_CACHE is not None:
         shutil.rmtree(JAX_CACHE, ignore_errors=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from vnca.train import FULL_RUN_COST
+from vnca.recipes import FULL_RUN_COST
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = (ROOT / "book" / "accelerator.md").read_text()
@@ -118,7 +118,7 @@ def test_the_machines_table_gives_each_machines_devices_batch_and_times():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         machines[cells[0]] = cells[1:]
     assert list(machines) == ["Kaggle TPU v5e-8", "Kaggle T4 x2", "Colab TPU v5e-1", "Colab T4"]
-    from vnca.train import train_config
+    from vnca.recipes import train_config
 
     for machine, (devices, batch, _, remat, times) in machines.items():
         count = int(devices.split()[0])

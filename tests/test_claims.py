@@ -144,8 +144,8 @@ def _bound(name):
 # The claims each shipped model keeps, read from its stored measurements (which the tests above tie
 # to the weights). Issue 33: those the laptop models shipped now do not keep are strict xfails, so
 # that a model that starts to keep one fails here until its test is made a plain one.
-KEPT = [("baseline-laptop", "agreement"), ("doubling-laptop", "agreement")]
-NOT_YET = [("doubling-laptop", "samples"), ("nondoubling-laptop", "agreement"),
+KEPT = [("baseline-laptop", "agreement"), ("doubling-laptop", "agreement"), ("doubling-laptop", "samples")]
+NOT_YET = [("nondoubling-laptop", "agreement"),
            ("nondoubling-laptop", "holds_1000"), ("nondoubling-laptop", "holds_10000"),
            ("nondoubling-laptop", "regrowth")]
 
@@ -161,7 +161,7 @@ def test_shipped_models_do_not_yet_keep_these_claims(name, claim):
     assert _stored(name)["met"][claim]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 33: doubling-laptop trails baseline-laptop by 4.3 nats, "
+@pytest.mark.xfail(strict=True, reason="issue 33: doubling-laptop trails baseline-laptop by 2.9 nats, "
                    "both trained on 640,000 images")
 def test_the_doubling_bound_is_within_2_nats_of_the_baseline():
     assert _bound("doubling-laptop") >= _bound("baseline-laptop") - claims.CLAIMS["bound_gap"]

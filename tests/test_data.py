@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from vnca import data as D
+from vnca import labels as labels_module
 
 TEST = D.BINARIZED_MNIST["test"]
 
@@ -348,20 +349,20 @@ def test_bad_batch_arguments_are_refused_at_once(batch, start):
 
 
 def test_matching_recovers_a_known_shuffle():
-    grey, digits = D.load_mnist("test")
+    grey, digits = labels_module.load_mnist("test")
     grey, digits = grey[:500], digits[:500]
     p = grey / 255.0
     binarized = np.asarray(jax.random.bernoulli(jax.random.key(0), p)).astype(np.uint8)
     order = np.random.default_rng(0).permutation(500)
-    labels = D.match_to_mnist(binarized[order], grey, digits, chunk=128)
+    labels = labels_module.match_to_mnist(binarized[order], grey, digits, chunk=128)
     np.testing.assert_array_equal(labels.mnist_index, order)
     np.testing.assert_array_equal(labels.digit, digits[order])
     assert (labels.margin >= 0).all() and (labels.digit_margin >= labels.margin - 1e-3).all()
 
 
 def test_labels_of_the_test_split(monkeypatch):
-    labels = D.recover_labels("test", progress=False)
-    _, mnist_digits = D.load_mnist("test")
+    labels = labels_module.recover_labels("test", progress=False)
+    _, mnist_digits = labels_module.load_mnist("test")
     assert labels.digit.shape == (10_000,)
     np.testing.assert_array_equal(np.bincount(labels.digit, minlength=10), np.bincount(mnist_digits))
     np.testing.assert_array_equal(labels.digit, mnist_digits[labels.mnist_index])
@@ -369,14 +370,14 @@ def test_labels_of_the_test_split(monkeypatch):
     assert len(np.unique(labels.mnist_index)) > 9_950
     assert (labels.mnist_index == np.arange(10_000)).sum() < 10  # the files are not in MNIST's order
 
-    monkeypatch.setattr(D, "match_to_mnist", lambda *a, **k: pytest.fail("the label cache was not used"))
-    cached = D.recover_labels("test", progress=False)
+    monkeypatch.setattr(labels_module, "match_to_mnist", lambda *a, **k: pytest.fail("the label cache was not used"))
+    cached = labels_module.recover_labels("test", progress=False)
     np.testing.assert_array_equal(cached.digit, labels.digit)
 
 
 def test_idx_errors():
     with pytest.raises(D.DataError, match="f: not an idx file"):
-        D.parse_idx(b"\x00\x00\x0d\x01" + b"\x00" * 8, "f")
+        labels_module.parse_idx(b"\x00\x00\x0d\x01" + b"\x00" * 8, "f")
     with pytest.raises(D.DataError, match=r"f: header says shape \(3,\), but 2 bytes follow"):
-        D.parse_idx(b"\x00\x00\x08\x01\x00\x00\x00\x03ab", "f")
-    np.testing.assert_array_equal(D.parse_idx(gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x02ab")), [97, 98])
+        labels_module.parse_idx(b"\x00\x00\x08\x01\x00\x00\x00\x03ab", "f")
+    np.testing.assert_array_equal(labels_module.parse_idx(gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x02ab")), [97, 98])

@@ -1,4 +1,5 @@
-"""`vnca.devices`: one JAX CPU device per core by default, never overriding a choice or a started JAX."""
+"""`vnca.devices`: one JAX CPU device per core when asked (the `vnca` program asks; importing vnca does not), never
+overriding a choice or a started JAX."""
 
 import os
 import subprocess
@@ -25,23 +26,82 @@ def devices_after(code: str, **env) -> int:
     return int(result.stdout.split()[-1])
 
 
-def test_import_gives_one_device_per_core():
-    assert devices_after("import vnca, jax") == cpu_device_count(cpu_cores())
+def test_importing_vnca_changes_no_jax_setting():
+    assert devices_after("import vnca, jax") == 1  # JAX's own default on a CPU
+    assert devices_after("import vnca.cli, vnca.train, vnca.evaluate, jax") == 1
+
+
+def test_use_cpu_cores_gives_one_device_per_core():
+    assert devices_after("import jax\nfrom vnca.devices import use_cpu_cores\nuse_cpu_cores()") == \
+        cpu_device_count(cpu_cores())
+
+
+def test_the_vnca_program_asks_for_one_device_per_core():
+    code = ("import vnca.cli\nvnca.cli.main = lambda argv: 0  # the command itself is not the point\n"
+            "from vnca.program import main\nassert main([]) == 0\nimport jax")
+    assert devices_after(code) == cpu_device_count(cpu_cores())
 
 
 def test_a_chosen_count_is_kept():
-    assert devices_after("import vnca, jax", JAX_NUM_CPU_DEVICES="1") == 1
+    code = "import jax\nfrom vnca.devices import use_cpu_cores\nassert use_cpu_cores() is None"
+    assert devices_after(code, JAX_NUM_CPU_DEVICES="1") == 1
     flag = "--xla_force_host_platform_device_count=3"
-    assert devices_after("import vnca, jax", XLA_FLAGS=flag) == 3
+    assert devices_after(code, XLA_FLAGS=flag) == 3
 
 
 def test_a_started_jax_is_left_alone():
-    assert devices_after("import jax; jax.devices()\nimport vnca") == 1
     code = "import jax; jax.devices()\nfrom vnca.devices import use_cpu_cores\nassert use_cpu_cores(4) is None"
     assert devices_after(code) == 1
 
 
 def test_an_explicit_count_is_used():
-    # importing vnca chose the default count; a second call leaves it, an explicit count replaces it
-    assert devices_after("import jax\nimport vnca.devices as d\nassert d.use_cpu_cores() is None\n"
+    # a second call leaves the first's count; an explicit count replaces a default
+    assert devices_after("import jax\nimport vnca.devices as d\nassert d.use_cpu_cores() is not None\n"
+                         "assert d.use_cpu_cores() is None\n"
                          "jax.config.update('jax_num_cpu_devices', -1)\nassert d.use_cpu_cores(4) == 4") == 4
+
+
+def cache_after(code: str, **env) -> str:
+    """What `use_compilation_cache()` returned, and JAX's cache folder, in a fresh process."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_COMPILATION", "VNCA_COMPILATION"))}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**clean, "JAX_PLATFORMS": "cpu", **env}, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout.strip()
+
+
+SETTINGS = """
+import jax
+from vnca.devices import use_compilation_cache
+print(use_compilation_cache())
+print(jax.config.jax_compilation_cache_dir)
+"""
+
+
+def test_the_compilation_cache_is_kept_per_jax_version_in_vncas_cache(tmp_path):
+    import jax
+
+    folder = tmp_path / "compiled" / f"jax-{jax.__version__}"
+    assert cache_after(SETTINGS, VNCA_CACHE_DIR=str(tmp_path)).splitlines() == [str(folder)] * 2
+
+
+def test_the_compilation_cache_can_be_turned_off_and_a_chosen_one_is_kept(tmp_path):
+    assert cache_after(SETTINGS, VNCA_CACHE_DIR=str(tmp_path), VNCA_COMPILATION_CACHE="0").splitlines() == \
+        ["None", "None"]
+    mine = str(tmp_path / "mine")
+    assert cache_after(SETTINGS, VNCA_CACHE_DIR=str(tmp_path), JAX_COMPILATION_CACHE_DIR=mine).splitlines() == \
+        ["None", mine]
+
+
+def test_a_second_process_loads_a_compiled_program_from_the_cache(tmp_path):
+    """A program that takes over the minimum compile time (1 s, JAX's default; 0 here) is written by
+    the first process and read by the second, which then compiles nothing."""
+    code = ("import jax, jax.numpy as jnp\nfrom vnca.devices import use_compilation_cache\n"
+            "use_compilation_cache()\njax.config.update('jax_persistent_cache_min_compile_time_secs', 0)\n"
+            "from jax._src import monitoring\nhits = []\n"
+            "monitoring.register_event_listener(lambda e, **k: hits.append(e) if 'cache_hits' in e else None)\n"
+            "jax.jit(lambda x: jnp.sin(x) * 2)(jnp.ones(3)).block_until_ready()\nprint(len(hits))")
+    first = cache_after(code, VNCA_CACHE_DIR=str(tmp_path))
+    assert list((tmp_path / "compiled").rglob("*")), "nothing written"
+    second = cache_after(code, VNCA_CACHE_DIR=str(tmp_path))
+    assert first == "0" and int(second) >= 1  # the jitted function, and jnp.ones

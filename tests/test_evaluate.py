@@ -11,17 +11,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vnca.devices import cpu_cores, cpu_device_count
 from vnca import pretrained
+from vnca.devices import cpu_cores, cpu_device_count
 from vnca.evaluate import book_records, read_records, results_table, summarise
 
 SHARDED = textwrap.dedent("""
     import math
     import equinox as eqx, jax, jax.numpy as jnp, numpy as np
     from vnca.doubling import DoublingConfig, doubling_vnca
-    from vnca.nondoubling import NonDoublingConfig, nondoubling_vnca
     from vnca.evaluate import image_bounds
-    from vnca.train import data_mesh
+    from vnca.mesh import data_mesh
+    from vnca.nondoubling import NonDoublingConfig, nondoubling_vnca
     from vnca.vae import bernoulli_log_likelihood, normal_log_density
     assert jax.device_count() == 8
 
@@ -171,7 +171,8 @@ def test_a_stopped_evaluation_resumes_from_its_saved_blocks_with_the_same_number
     import vnca.evaluate
     from vnca.data import load_binarized_mnist
     from vnca.evaluate import image_bounds, saved_bounds
-    from vnca.train import init_state, train_config
+    from vnca.recipes import train_config
+    from vnca.step import init_state
 
     model = init_state(train_config("baseline", "smoke")).model
     test = load_binarized_mnist(data_dir).test

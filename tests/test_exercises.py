@@ -12,7 +12,7 @@ from vnca.doubling import double
 from vnca.exercises import CheckFailed
 from vnca.nca import step
 from vnca.pool import damage
-from vnca.train import optimiser
+from vnca.step import optimiser
 from vnca.vae import kl_to_standard_normal
 
 

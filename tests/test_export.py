@@ -150,3 +150,36 @@ def test_importing_the_package_prints_nothing():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout == ""
+
+
+LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
+
+
+def test_the_modules_import_in_layers_with_no_circle():
+    """pyproject.toml's import-linter contract: each module imports only from layers below it,
+    deferred imports included, so there is no circle."""
+    done = subprocess.run([str(LINT_IMPORTS), "--no-cache"], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 kept, 0 broken" in done.stdout
+
+
+def test_every_module_has_a_layer():
+    import tomllib
+
+    contract = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"][0]
+    layered = {name.strip() for layer in contract["layers"] for name in layer.split("|")}
+    modules = {p.stem for p in (ROOT / "vnca").glob("*.py")} - {"__init__"}
+    assert layered == modules, f"not in a layer: {modules - layered}; no such module: {layered - modules}"
+
+
+def test_the_layers_check_finds_an_import_upwards(tmp_path):
+    """A copy of the package in which writing a file imports the training loop (inside a function,
+    as the old circle was held open) breaks the contract."""
+    shutil.copytree(ROOT / "vnca", tmp_path / "vnca")
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    files = tmp_path / "vnca" / "files.py"
+    files.write_text(files.read_text() + "\n\ndef upwards():\n    from vnca.train import fit\n")
+    done = subprocess.run([str(LINT_IMPORTS), "--no-cache"], cwd=tmp_path, capture_output=True,
+                          text=True, env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "vnca.files -> vnca.train" in done.stdout and "BROKEN" in done.stdout

@@ -19,11 +19,14 @@ import pytest
 
 from vnca import checkpoint
 from vnca import data as D
+from vnca import labels as labels_module
 from vnca.checkpoint import CheckpointError
 from vnca.cli import main
 from vnca.data import BinarizedMNIST
 from vnca.evaluate import run_scale
-from vnca.train import CHECKPOINT, METRICS, fit, load_run, read_metrics, train_config
+from vnca.recipes import train_config
+from vnca.runs import CHECKPOINT, METRICS, load_run, read_metrics
+from vnca.train import fit
 
 from conftest import VNCA
 
@@ -81,12 +84,12 @@ def test_resume_without_a_checkpoint_on_the_command_line(tmp_path, data_dir):
 
 @pytest.fixture
 def no_evaluation(monkeypatch):
-    import vnca.evaluate
+    import vnca.cli
 
     def refuse(*args, **kwargs):
         raise AssertionError("evaluated before checking where the record goes")
 
-    monkeypatch.setattr(vnca.evaluate, "evaluate_model", refuse)
+    monkeypatch.setattr(vnca.cli, "evaluate_model", refuse)
 
 
 def test_evaluate_refuses_an_unwritable_record_path_before_evaluating(tmp_path, smoke_run, no_evaluation,
@@ -101,14 +104,14 @@ def test_evaluate_refuses_an_unwritable_record_path_before_evaluating(tmp_path, 
 
 def test_evaluate_prints_the_record_when_saving_fails_after_evaluating(tmp_path, smoke_run, monkeypatch,
                                                                        capsys):
-    import vnca.evaluate
+    import vnca.cli
 
     run = smoke_run("baseline")
 
     def full_disk(record, path):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
-    monkeypatch.setattr(vnca.evaluate, "write_record", full_disk)
+    monkeypatch.setattr(vnca.cli, "write_record", full_disk)
     assert main(["evaluate", str(run), "--samples", "2", "--images", "3", "--no-progress"]) == 4
     out, err = capsys.readouterr()
     record = json.loads(out)  # the result is on stdout, whole
@@ -140,7 +143,7 @@ def test_a_missing_data_folder_is_an_error_even_with_a_warm_cache(tmp_path, data
     with pytest.raises(D.DataError, match="not an existing folder"):
         D.load_split("test", cache=tmp_path)
     with pytest.raises(D.DataError, match="not an existing folder"):
-        D.recover_labels("test", cache=tmp_path)
+        labels_module.recover_labels("test", cache=tmp_path)
 
 
 # ------------------------------------------------------------------- 5. OSErrors become messages
@@ -197,7 +200,8 @@ KILLER = textwrap.dedent("""
     import numpy as np
     from vnca import checkpoint
     from vnca.data import BinarizedMNIST, load_binarized_mnist
-    from vnca.train import fit, train_config
+    from vnca.recipes import train_config
+    from vnca.train import fit
 
     point, out = sys.argv[1], Path(sys.argv[2])
     full = load_binarized_mnist()

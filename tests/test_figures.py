@@ -125,7 +125,7 @@ def test_damage_recovery_scores_the_three_moments(tiny_data):
 def test_sample_quality_counts_confident_classifications(tiny_data):
     from sklearn.linear_model import LogisticRegression
 
-    from vnca.figures import classified, quality_plot, sample_quality
+    from vnca.classifier import classified, quality_plot, sample_quality
 
     images, labels = tiny_data[0].test, tiny_data[1]
     classifier = LogisticRegression(max_iter=200).fit(images.reshape(len(images), -1).astype(np.float32), labels)

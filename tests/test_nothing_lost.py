@@ -21,6 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import vnca.cli
+import vnca.files
 import vnca.evaluate
 import vnca.live
 import vnca.train
@@ -30,7 +32,10 @@ from vnca import data as D
 from vnca.checkpoint import CheckpointError
 from vnca.cli import main
 from vnca.doubling import DoublingConfig
-from vnca.train import CHECKPOINT, METRICS, TrainConfig, _metadata, fit, init_state, load_run, train_config
+from vnca.recipes import TrainConfig, train_config
+from vnca.runs import CHECKPOINT, METRICS, load_run, metadata
+from vnca.step import init_state
+from vnca.train import fit
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,7 +57,7 @@ def tiny_run(folder: Path, *, step=10, poison=None, config=None, meta=None) -> P
         bias = state.model.decoder.rule.output.bias
         state = eqx.tree_at(lambda s: s.model.decoder.rule.output.bias, state, bias.at[0].set(poison))
     folder.mkdir(parents=True, exist_ok=True)
-    checkpoint.save(folder / CHECKPOINT, state, _metadata(config, step) if meta is None else meta)
+    checkpoint.save(folder / CHECKPOINT, state, metadata(config, step) if meta is None else meta)
     (folder / "config.json").write_text(json.dumps(config.to_json()))
     return folder
 
@@ -71,9 +76,9 @@ def no_work(monkeypatch):
         calls.append(args)
         raise AssertionError("the command started its work instead of refusing")
 
-    monkeypatch.setattr(vnca.evaluate, "evaluate_model", refuse)
-    monkeypatch.setattr(vnca.live, "export_for_browser", refuse)
-    monkeypatch.setattr(vnca.train, "fit", refuse)
+    monkeypatch.setattr(vnca.cli, "evaluate_model", refuse)
+    monkeypatch.setattr(vnca.cli, "export_for_browser", refuse)
+    monkeypatch.setattr(vnca.cli, "fit", refuse)
     return calls
 
 
@@ -96,7 +101,7 @@ def test_evaluate_never_replaces_an_existing_file_unless_forced(tmp_path, no_wor
     # asked to, it replaces a file (not the checkpoint it evaluates)
     record = {"model": "doubling", "scale": "custom", "log_likelihood": -80.0, "standard_error": 1.0,
               "images": 2, "samples": 2}
-    monkeypatch.setattr(vnca.evaluate, "evaluate_model", lambda *a, **k: record)
+    monkeypatch.setattr(vnca.cli, "evaluate_model", lambda *a, **k: record)
     (tmp_path / "old.json").write_text("mine")
     assert main(["evaluate", str(run), "--out", str(tmp_path / "old.json")]) == 2
     assert (tmp_path / "old.json").read_text() == "mine"
@@ -145,7 +150,7 @@ def test_a_new_run_refuses_a_folder_holding_other_files(tmp_path, data):
 
 
 def test_a_new_run_may_restart_an_earlier_start_of_itself(tmp_path):
-    from vnca.train import check_run_folder
+    from vnca.runs import check_run_folder
 
     config = tiny_config()
     (tmp_path / "config.json").write_text(json.dumps(config.to_json()))  # killed before its checkpoint
@@ -162,7 +167,7 @@ def test_a_new_run_may_restart_an_earlier_start_of_itself(tmp_path):
 HOLDER = """
 import sys, time
 from pathlib import Path
-from vnca.train import run_lock
+from vnca.runs import run_lock
 with run_lock(Path(sys.argv[1])):
     print("held", flush=True)
     time.sleep(120)
@@ -175,7 +180,7 @@ def test_a_second_writer_is_refused_naming_the_process_that_holds_the_run(tmp_pa
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(run)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        from vnca.train import RunInUse
+        from vnca.runs import RunInUse
 
         with pytest.raises(RunInUse, match=rf"in use by process {holder.pid} .*wait for it"):
             fit(tiny_config(steps=2), run, data=data, progress=False)
@@ -189,7 +194,7 @@ def test_a_second_writer_is_refused_naming_the_process_that_holds_the_run(tmp_pa
         holder.send_signal(signal.SIGKILL)  # dies holding it: the lock file stays, the lock does not
         holder.wait()
     assert (run / ".vnca.lock").exists()
-    from vnca.train import run_lock
+    from vnca.runs import run_lock
 
     with run_lock(run):  # a stale lock file is taken over
         assert str(os.getpid()) in (run / ".vnca.lock").read_text()
@@ -216,7 +221,7 @@ def test_a_model_with_non_finite_weights_is_refused_everywhere(tmp_path, data, c
 def test_a_record_with_a_number_that_is_not_finite_is_not_written(tmp_path):
     for bad in (float("nan"), float("inf")):
         with pytest.raises(ValueError, match="log_likelihood is NaN or infinite"):
-            vnca.evaluate.write_record({"model": "doubling", "log_likelihood": bad}, tmp_path / "r.json")
+            vnca.files.write_record({"model": "doubling", "log_likelihood": bad}, tmp_path / "r.json")
         assert not list(tmp_path.iterdir())
 
 
@@ -242,7 +247,7 @@ def test_a_shipped_models_file_is_evaluated_by_its_path(tmp_path):
 ])
 def test_a_checkpoint_header_that_describes_no_model_is_one_clear_error(tmp_path, capsys, change, message):
     config = tiny_config()
-    run = tiny_run(tmp_path / "run", meta=change(_metadata(config, 10)))
+    run = tiny_run(tmp_path / "run", meta=change(metadata(config, 10)))
     with pytest.raises(CheckpointError, match=message):
         load_run(run / CHECKPOINT)
     assert main(["evaluate", str(run), "--images", "2", "--samples", "2", "--no-progress"]) == 2

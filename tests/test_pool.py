@@ -262,7 +262,8 @@ def test_without_damage_pool_rows_start_from_their_stored_state_intact(model):
 
 def test_the_no_damage_ablation_needs_a_pool_and_trains_from_the_command_line(tmp_path, data_dir):
     from conftest import vnca_command
-    from vnca.train import load_run, train_config
+    from vnca.recipes import train_config
+    from vnca.runs import load_run
 
     with pytest.raises(ValueError, match="damage=False needs a pool"):
         train_config("nondoubling", "smoke", pool_size=0, damage=False)
@@ -275,7 +276,7 @@ def test_the_no_damage_ablation_needs_a_pool_and_trains_from_the_command_line(tm
 
 
 def test_pool_configuration_errors_are_clear():
-    from vnca.train import train_config
+    from vnca.recipes import train_config
 
     with pytest.raises(ValueError, match="only the non-doubling model trains with a pool"):
         train_config("doubling", "smoke", pool_size=32)
@@ -307,7 +308,8 @@ def test_state_overflow_counts_only_hidden_channels_beyond_the_bound():
 def test_state_penalty_enters_the_loss_and_needs_a_pool():
     import dataclasses
 
-    from vnca.train import init_state, train_config, train_step
+    from vnca.recipes import train_config
+    from vnca.step import init_state, train_step
 
     with pytest.raises(ValueError, match="state_penalty must be 0, or positive with a pool"):
         train_config("nondoubling", "smoke", pool_size=0, state_penalty=1.0)

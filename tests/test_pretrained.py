@@ -15,7 +15,8 @@ from vnca.baseline import ConvDecoder
 from vnca.doubling import DoublingDecoder
 from vnca.evaluate import image_bounds
 from vnca.nondoubling import NonDoublingDecoder
-from vnca.train import LAPTOP_RUNS, TrainConfig, init_state, train_config
+from vnca.recipes import LAPTOP_RUNS, TrainConfig, train_config
+from vnca.step import init_state
 
 SHIPPED = ["baseline-laptop", "doubling-laptop", "nondoubling-laptop"]
 # The pool chapter's ablations: the non-doubling laptop recipe less one ingredient.
@@ -66,7 +67,7 @@ def test_the_manifest_lists_the_three_laptop_models_and_the_ablations_with_their
         # An ablation's record never passes for the laptop recipe's.
         assert record["scale"] == ("custom" if name in ABLATIONS else "laptop")
         assert record["log_likelihood"] == evaluation["log_likelihood"]
-        assert 0 < entry["training"]["wall_seconds"] <= 60 * 60  # the book: "under an hour each"
+        assert 0 < entry["training"]["wall_seconds"] <= 2 * 60 * 60  # the book: "under two hours each"
         assert (ROOT / "results" / "laptop" / name / "metrics.jsonl").is_file()
         assert entry["bytes"] <= 10 * 2**20
         total += entry["bytes"]

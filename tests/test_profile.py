@@ -49,7 +49,7 @@ def test_full_runs_go_where_they_outlive_the_session(monkeypatch, tmp_path):
     ("doubling", "40 min", "12 min", "1.7 h", "10 h", "21 h"),
     ("nondoubling", "2.5 h", "47 min", "6.2 h", "26 h", "2.2 days")])
 def test_a_full_run_is_announced_with_its_cost_and_its_folder(model, tpu, v5e8, v5e1, t4x2, t4, tmp_path):
-    from vnca.train import full_run_notice, train_config
+    from vnca.recipes import full_run_notice, train_config
 
     config = train_config(model, "full")
     notice = full_run_notice(config, tmp_path / "run")

@@ -18,9 +18,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import vnca.cli
 import vnca.data
 import vnca.evaluate
 import vnca.figures
+import vnca.labels
 import vnca.live
 import vnca.pretrained
 import vnca.train
@@ -30,7 +32,9 @@ from vnca.cli import main
 from vnca.doubling import DoublingConfig
 from vnca.live import BrowserFileError, read_browser_file, write_browser_file
 from vnca.pretrained import PretrainedError
-from vnca.train import CHECKPOINT, MAX_SEED, _metadata, init_state, load_run, train_config
+from vnca.recipes import MAX_SEED, train_config
+from vnca.runs import CHECKPOINT, load_run, metadata
+from vnca.step import init_state
 
 SETTINGS = settings(max_examples=30, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -79,13 +83,13 @@ def stand_ins(monkeypatch):
         raise Reached
 
     monkeypatch.setattr(vnca.pretrained, "resolve", resolve)
-    for module in (vnca.evaluate, vnca.live, vnca.train, vnca.data):
+    for module in (vnca.evaluate, vnca.live, vnca.cli, vnca.data):
         monkeypatch.setattr(module, "load_binarized_mnist", lambda *a, **k: None)
-    monkeypatch.setattr(vnca.data, "recover_labels", lambda *a, **k: types.SimpleNamespace(digit=None))
-    monkeypatch.setattr(vnca.evaluate, "evaluate_model", evaluate_model)
-    monkeypatch.setattr(vnca.live, "export_for_browser", export_for_browser)
-    monkeypatch.setattr(vnca.train, "fit", fit)
-    monkeypatch.setattr(vnca.figures, "make_figures", make_figures)
+    monkeypatch.setattr(vnca.labels, "recover_labels", lambda *a, **k: types.SimpleNamespace(digit=None))
+    monkeypatch.setattr(vnca.cli, "evaluate_model", evaluate_model)
+    monkeypatch.setattr(vnca.cli, "export_for_browser", export_for_browser)
+    monkeypatch.setattr(vnca.cli, "fit", fit)
+    monkeypatch.setattr(vnca.cli, "make_figures", make_figures)
 
 
 NUMBERS = st.one_of(
@@ -192,7 +196,7 @@ def tiny_checkpoint(tmp_path_factory):
     """The bytes of a tiny run's checkpoint (near the front: its header, where mutations matter)."""
     model, config = _tiny_model()
     path = tmp_path_factory.mktemp("ck") / CHECKPOINT
-    checkpoint.save(path, init_state(config), _metadata(config, 10))
+    checkpoint.save(path, init_state(config), metadata(config, 10))
     return path.read_bytes()
 
 
@@ -234,7 +238,7 @@ def test_a_checkpoint_header_changed_under_a_valid_checksum_is_checked_too(tmp_p
     """The checksums say the header is what was written, not that it describes a model: a header written
     by hand (or by another program) is checked before a model is built from it."""
     state, config = tiny_state
-    meta = _metadata(config, 10)
+    meta = metadata(config, 10)
     if field in MODEL_FIELDS:
         meta["config"]["model_config"][field] = value
     elif field is not None:

@@ -18,14 +18,16 @@ from conftest import perturbed, vnca_command
 from vnca.evaluate import image_bounds
 from vnca.nca import compiling_for, on_cpu
 from vnca.nondoubling import sample_steps
-from vnca.train import SMOKE_MODELS, init_state, train_config, train_steps
+from vnca.recipes import SMOKE_MODELS, train_config
+from vnca.step import init_state, train_steps
 from vnca.vae import batch_elbo
 
 FULL_SCALE = textwrap.dedent("""
     import time
     import jax
+    from vnca.mesh import data_mesh
+    from vnca.recipes import train_config
     from vnca.scaling import abstract_state, collectives, hlo_collectives, lowered, memory_gib
-    from vnca.train import data_mesh, train_config
     assert jax.device_count() == 8
     mesh = data_mesh()
     for model in ("doubling", "baseline", "nondoubling"):

@@ -16,8 +16,10 @@ import pytest
 from vnca import checkpoint
 from vnca.checkpoint import CheckpointError
 from vnca.data import BinarizedMNIST
-from vnca.train import (CHECKPOINT, NonFiniteError, TrainConfig, fit, init_state, load_run, read_metrics,
-                        train_config)
+from vnca.recipes import TrainConfig, train_config
+from vnca.runs import CHECKPOINT, load_run, read_metrics
+from vnca.step import init_state
+from vnca.train import NonFiniteError, fit
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,7 +66,8 @@ def test_resume_continues_bitwise(tmp_path, data, model, extra):
 
 
 def test_fit_steps_donate_the_old_state_and_compute_what_train_steps_does(data):
-    from vnca.train import data_mesh, place_state, shard_batches, train_steps, train_steps_in_place
+    from vnca.mesh import data_mesh, shard_batches
+    from vnca.step import place_state, train_steps, train_steps_in_place
 
     config, mesh = _config("nondoubling"), data_mesh()  # its pool donated too
     stacked = shard_batches(data.train[:8].reshape(2, 4, 32, 32), mesh)
@@ -190,14 +193,16 @@ SHARDED = textwrap.dedent("""
     import os, sys, tempfile
     import equinox as eqx, jax, jax.numpy as jnp, numpy as np
     from vnca.data import BinarizedMNIST, load_binarized_mnist
-    from vnca.train import data_mesh, fit, train_config
+    from vnca.mesh import data_mesh
+    from vnca.recipes import train_config
+    from vnca.train import fit
     assert jax.device_count() == 8, jax.devices()
     # Plain gradient steps: Adam divides each gradient element by its own size, so an element whose
     # gradient is rounding noise moves by the full learning rate, one way or the other, on 1 device
     # or 8 (measured: 4.6e-5 apart after 4 steps of 1e-4). With SGD a parameter moves by its
     # gradient, which splitting the batch must not change beyond rounding (measured: 1e-7).
-    import optax, vnca.train
-    vnca.train.optimiser = lambda learning_rate, clip_norm, *schedule: optax.chain(
+    import optax, vnca.step
+    vnca.step.optimiser = lambda learning_rate, clip_norm, *schedule: optax.chain(
         optax.clip_by_global_norm(clip_norm), optax.sgd(1e-3))
     full = load_binarized_mnist()
     data = BinarizedMNIST(train=full.train[:256], test=full.test[:8])
@@ -205,7 +210,7 @@ SHARDED = textwrap.dedent("""
     config = train_config(model, "smoke", steps=4, steps_per_call=2, log_every=2, checkpoint_every=4, batch_size=8)
     one = fit(config, tempfile.mkdtemp(), data=data, progress=False, mesh=data_mesh(jax.devices()[:1]))
     many = fit(config, tempfile.mkdtemp(), data=data, progress=False)
-    from vnca.train import init_state
+    from vnca.step import init_state
     a, b, start = (jax.device_get(jax.tree.leaves(eqx.filter(m, eqx.is_inexact_array)))
                    for m in (one.model, many.model, init_state(config).model))
     worst = max(float(np.abs(x - y).max() / (np.abs(x).max() + 1e-12)) for x, y in zip(a, b))
@@ -293,11 +298,16 @@ def test_encoder_from_a_shipped_model(tmp_path):
 
     config = train_config("nondoubling", "laptop")
     assert config.encoder_from == "doubling-laptop"
+    from vnca.train import with_shipped_encoder
+
     shipped = _params_of(pretrained.load("doubling-laptop").encoder)
-    for a, b in zip(shipped, _params_of(init_state(config).model.encoder)):
+    fresh = init_state(config)  # a skeleton, or a state to resume into: no shipped model read
+    assert not all(np.array_equal(a, b) for a, b in zip(shipped, _params_of(fresh.model.encoder)))
+    for a, b in zip(shipped, _params_of(with_shipped_encoder(fresh, config.encoder_from).model.encoder)):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="other shapes"):
-        init_state(train_config("nondoubling", "smoke", encoder_from="doubling-laptop"))
+        smoke = train_config("nondoubling", "smoke", encoder_from="doubling-laptop")
+        with_shipped_encoder(init_state(smoke), smoke.encoder_from)
 
 
 def _params_of(module):
@@ -305,7 +315,7 @@ def _params_of(module):
 
 
 def test_final_learning_rate_falls_along_a_cosine():
-    from vnca.train import optimiser
+    from vnca.step import optimiser
 
     # Adam's first steps on a constant gradient move each parameter by about the learning rate;
     # with a schedule, by the rate of the step it is at: 1e-2 at step 0, 1e-2 * (1 + cos(pi/2)) / 2
@@ -330,7 +340,7 @@ def test_final_learning_rate_falls_along_a_cosine():
 
 
 def test_kl_weight_schedule():
-    from vnca.train import kl_weight
+    from vnca.step import kl_weight
 
     paper = train_config("doubling", "full")
     assert [float(kl_weight(paper, s)) for s in (0, 5, 99_999)] == [1.0, 1.0, 1.0]
@@ -345,8 +355,10 @@ def _with_remat(config, remat=True):
 
 
 def test_remat_turned_on_where_a_step_would_not_fit(capsys):
+    from vnca.memory import call_bytes, device_memory, remat_if_needed
+    from vnca.mesh import data_mesh
     from vnca.nca import compiling_for
-    from vnca.train import call_bytes, data_mesh, device_memory, fitted, place_state
+    from vnca.step import place_state
 
     mesh = data_mesh()
     assert device_memory(mesh) is None  # a CPU sets no limit: fit leaves the model alone here
@@ -356,20 +368,20 @@ def test_remat_turned_on_where_a_step_would_not_fit(capsys):
     with compiling_for("tpu"):
         need, less = call_bytes(config, state, mesh, 1), call_bytes(_with_remat(config), state, mesh, 1)
         assert less < 0.7 * need  # measured: 110 MB without remat, 58 MB with it
-        assert fitted(config, state, mesh, 1, limit=need) == config  # it fits: nothing changes
+        assert remat_if_needed(config, state, mesh, 1, limit=need) == config  # it fits: nothing changes
         assert capsys.readouterr().out == ""
-        chosen = fitted(config, state, mesh, 1, limit=(need + less) // 2)
+        chosen = remat_if_needed(config, state, mesh, 1, limit=(need + less) // 2)
         assert chosen == _with_remat(config)
         said = capsys.readouterr().out
         assert "remat turned on" in said and f"{need / 2**30:.1f} GiB" in said and "still" not in said
-        assert fitted(config, state, mesh, 1, limit=less // 2) == _with_remat(config)
+        assert remat_if_needed(config, state, mesh, 1, limit=less // 2) == _with_remat(config)
         assert "expect XLA to run out of memory" in capsys.readouterr().out
     baseline = train_config("baseline", "smoke")  # no NCA, nothing to recompute
-    assert fitted(baseline, init_state(baseline), mesh, 1, limit=1) == baseline
+    assert remat_if_needed(baseline, init_state(baseline), mesh, 1, limit=1) == baseline
 
 
 def test_fit_turns_remat_on_and_a_resumed_run_computes_as_its_config_says(tmp_path, data, monkeypatch):
-    import vnca.train
+    import vnca.memory
 
     config = _config("nondoubling", steps=4)
     fit(dataclass_replace(config, steps=2), tmp_path, data=data, progress=False)
@@ -378,7 +390,7 @@ def test_fit_turns_remat_on_and_a_resumed_run_computes_as_its_config_says(tmp_pa
     resumed = fit(_with_remat(config), tmp_path, data=data, progress=False, resume=True)
     assert resumed.model.decoder.config.remat and int(resumed.step) == 4
     # a device too small for the step: fit turns remat on, records it and says so
-    monkeypatch.setattr(vnca.train, "device_memory", lambda mesh: 1)
+    monkeypatch.setattr(vnca.memory, "device_memory", lambda mesh: 1)
     state = fit(config, tmp_path / "small", data=data, progress=False)
     assert state.model.decoder.config.remat
     assert load_run(tmp_path / "small" / CHECKPOINT)[1].model_config.remat  # saved with the run
@@ -390,8 +402,9 @@ def test_a_call_on_a_cpu_scans_only_as_far_as_its_steps_draw(tmp_path, data, mon
     """On a CPU the non-doubling decoder computes every NCA step its scan holds: a call scans to the
     largest T its steps draw, rounded up, and computes what the full scan computes."""
     import vnca.train
+    from vnca.mesh import data_mesh, shard_batches
     from vnca.nca import compiling_for
-    from vnca.train import SCAN_ROUNDING, data_mesh, drawn_steps, place_state, scan_length, shard_batches, train_steps
+    from vnca.step import SCAN_ROUNDING, drawn_steps, place_state, scan_length, train_steps
 
     config = _config("nondoubling", steps_per_call=1)
     smoke = config.model_config  # T in 8..16
@@ -447,8 +460,9 @@ def test_a_call_on_a_cpu_scans_only_as_far_as_its_steps_draw(tmp_path, data, mon
 def test_a_one_device_mesh_exchanges_nothing():
     # XLA's CPU backend kept a pmean over a single device as an all-reduce that copied every gradient
     # (8% of the paper baseline's step); with two devices or more, the gradient is averaged once.
+    from vnca.mesh import data_mesh, shard_batches
     from vnca.scaling import hlo_collectives
-    from vnca.train import data_mesh, place_state, shard_batches, train_steps
+    from vnca.step import place_state, train_steps
 
     config = _config("baseline", steps_per_call=1)
     for devices in (jax.devices()[:1], jax.devices()):

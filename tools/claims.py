@@ -15,6 +15,10 @@ import subprocess
 import time
 from pathlib import Path
 
+from vnca.devices import use_cpu_cores
+
+use_cpu_cores()  # one JAX device per core, as the `vnca` command does (importing vnca does not)
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -29,14 +33,17 @@ def main() -> int:
 
     import jax
 
-    from vnca import claims, figures, pretrained
-    from vnca.data import atomic_write, load_binarized_mnist, load_mnist, recover_labels
+    from vnca import claims, pretrained
+    from vnca import classifier as classifier_module
+    from vnca.data import load_binarized_mnist
+    from vnca.labels import load_mnist, recover_labels
+    from vnca.files import atomic_write
 
     data = load_binarized_mnist()
     digits = recover_labels("test", progress=False).digit
-    classifier = figures.digit_classifier(*load_mnist("train"))
+    classifier = classifier_module.digit_classifier(*load_mnist("train"))
     if a.run:
-        from vnca.train import CHECKPOINT, load_run
+        from vnca.runs import CHECKPOINT, load_run
 
         path = a.run / CHECKPOINT if a.run.is_dir() else a.run
         state, _ = load_run(path)

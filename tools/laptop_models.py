@@ -40,9 +40,10 @@ def name_of(choice: str) -> str:
 
 def train(model: str, run: Path, extra: list[str]) -> dict:
     from vnca.checkpoint import read_metadata
-    from vnca.data import atomic_write
+    from vnca.files import atomic_write
     from vnca.pretrained import git_commit
-    from vnca.train import CHECKPOINT, train_config
+    from vnca.recipes import train_config
+    from vnca.runs import CHECKPOINT
 
     facts_path = run / "training.json"
     facts = json.loads(facts_path.read_text()) if facts_path.exists() else {"wall_seconds": 0.0, "sessions": []}

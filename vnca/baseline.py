@@ -2,7 +2,7 @@
 # edit the chapter named above each block, then run `python tools/export.py`.
 
 
-# ---- book/vae.md, code cell 8 ----
+# ---- book/vae.md, code cell 9 ----
 """The paper's baseline: a VAE with a transposed-convolution decoder."""
 
 from dataclasses import dataclass

@@ -2,7 +2,7 @@
 # edit the chapter named above each block, then run `python tools/export.py`.
 
 
-# ---- book/data.md, code cell 21 ----
+# ---- book/data.md, code cell 22 ----
 """What the exercise checkers share: a failure that says what is wrong and
 what to do about it."""
 

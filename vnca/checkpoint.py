@@ -2,7 +2,7 @@
 # edit the chapter named above each block, then run `python tools/export.py`.
 
 
-# ---- book/train.md, code cell 9 ----
+# ---- book/train.md, code cell 13 ----
 """Atomic, self-checking checkpoint files: a JSON header and the
 Equinox-serialised pytree."""
 
@@ -15,7 +15,7 @@ import equinox as eqx
 import jax
 import numpy as np
 
-from vnca.data import atomic_write
+from vnca.files import atomic_write
 
 MAGIC = b"VNCA-CHECKPOINT-1\n"
 

@@ -2,7 +2,7 @@
 # edit the chapter named above each block, then run `python tools/export.py`.
 
 
-# ---- book/experiments.md, code cell 17 ----
+# ---- book/experiments.md, code cell 18 ----
 """The paper's claims as numbers: reconstructions that keep their digit,
 and a non-doubling VNCA that holds its digit for thousands of steps and
 regrows it after damage."""
@@ -13,7 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from vnca.figures import classified, decode, encode, sample_quality
+from vnca.classifier import classified, sample_quality
+from vnca.figures import decode, encode
 from vnca.nca import step
 from vnca.nondoubling import NonDoublingDecoder
 from vnca.pool import damage
@@ -170,7 +171,7 @@ def claims_met(measured: dict) -> dict:
     return met
 
 
-# ---- book/experiments.md, code cell 18 ----
+# ---- book/experiments.md, code cell 19 ----
 def measure(
     model: VAE,
     test_images,

@@ -2,19 +2,523 @@
 # edit the chapter named above each block, then run `python tools/export.py`.
 
 
-# ---- book/experiments.md, code cell 27 ----
-"""The `vnca` command: `vnca train`, `vnca evaluate`, `vnca figures` and
-`vnca export-web`."""
+# ---- book/train.md, code cell 15 ----
+"""The `vnca` command: `vnca train` (the training chapter), `vnca
+evaluate`, `vnca figures` and `vnca export-web` (the chapters that write
+them), gathered by `main` (the experiments chapter)."""
 
 import argparse
+import dataclasses
+import sys
+from pathlib import Path
 
-from vnca import __version__
 from vnca.checkpoint import CheckpointError
-from vnca.data import DataError, report
-from vnca.evaluate import add_evaluate_command
-from vnca.figures import add_figures_command
-from vnca.live import add_export_web_command
-from vnca.train import RunInUse, add_train_command
+from vnca.data import load_binarized_mnist
+from vnca.plot import save_figure
+from vnca.recipes import (
+    MAX_SEED,
+    MODELS,
+    PROFILES,
+    full_run_notice,
+    train_config,
+)
+from vnca.runs import CHECKPOINT, last_good, plot_metrics
+from vnca.train import StopRequest, fit
+
+
+def whole(low: int, high: int | None = None, why: str = ""):
+    """An argparse type: a whole number from `low` to `high` (None: no
+    limit); `why` says why the limits are what they are."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low or (high is not None and value > high):
+            limits = f"least {low:,}" + (
+                f" and at most {high:,}" if high is not None else ""
+            )
+            raise argparse.ArgumentTypeError(
+                f"must be a whole number of at {limits}"
+                + (f" ({why})" if why else "")
+                + f", got {text}"
+            )
+        return value
+
+    parse.__name__ = "whole number"  # what argparse calls it
+    return parse
+
+
+positive_int = whole(1)
+seed = whole(0, MAX_SEED, "JAX's seeds are 32-bit")
+
+# Arguments that several commands take, defined once: the name, then
+# add_argument's own arguments.
+SHARED = {
+    "run": (
+        ["run"],
+        dict(
+            type=Path,
+            metavar="RUN_CHECKPOINT_OR_NAME",
+            help="a run folder, a checkpoint file, or a shipped model's name",
+        ),
+    ),
+    "seed": (["--seed"], dict(type=seed, default=0)),
+    "data-dir": (
+        ["--data-dir"],
+        dict(
+            type=Path,
+            help="a folder with the data files (else $VNCA_DATA_DIR, else "
+            "download)",
+        ),
+    ),
+    "no-progress": (
+        ["--no-progress"],
+        dict(action="store_true", help="no progress bar"),
+    ),
+}
+
+
+def add_shared(command, *names: str) -> None:
+    """Add the SHARED arguments `names` to a command's parser."""
+    for name in names:
+        flags, options = SHARED[name]
+        command.add_argument(*flags, **options)
+
+
+def probability(text: str) -> float:
+    """An argparse type: a number in (0, 1]."""
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
+def add_train_command(commands) -> None:
+    """Add `vnca train` to the subcommands of an argparse parser."""
+    train = commands.add_parser(
+        "train",
+        help="train a model",
+        description="Train a model and save "
+        "checkpoints and metrics into --out.",
+    )
+    train.add_argument("--model", required=True, choices=list(MODELS))
+    train.add_argument(
+        "--profile",
+        default="full",
+        choices=list(PROFILES),
+        help="smoke: a small model for tests "
+        "(seconds); laptop: a narrower model that "
+        "trains on a 2-core CPU in under two "
+        "hours; full: the paper's (default)",
+    )
+    train.add_argument(
+        "--out", required=True, type=Path, help="the run's folder"
+    )
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the checkpoint in --out",
+    )
+    train.add_argument(
+        "--steps",
+        type=whole(1, 2**31 - 1, "the step counter is 32-bit"),
+        help="total training steps (default: the profile's)",
+    )
+    train.add_argument(
+        "--batch-size",
+        type=whole(
+            1, 4096, "the paper's are 32 and 128; memory grows with it"
+        ),
+        help="default: the paper's for the model",
+    )
+    train.add_argument(
+        "--steps-per-call",
+        type=positive_int,
+        help="training steps fused into one compiled call (default: the "
+        "profile's; on a CPU, 1 lets each non-doubling step scan only as "
+        "far as its own T)",
+    )
+    add_shared(train, "seed")
+    train.add_argument(
+        "--force",
+        action="store_true",
+        help="start a new run in a folder that holds other files (its "
+        "checkpoint, config.json and metrics are replaced)",
+    )
+    train.add_argument(
+        "--pool-size",
+        type=whole(0, 16_384, "the paper's is 1,024; memory grows with it"),
+        help="non-doubling only: pool entries, 0 for none "
+        "(default: the profile's, 1024 in full)",
+    )
+    train.add_argument(
+        "--update-probability",
+        type=probability,
+        help="VNCAs only: the chance that a "
+        "cell updates at a step (default 1)",
+    )
+    train.add_argument(
+        "--remat",
+        nargs="?",
+        const="on",
+        default="auto",
+        choices=("auto", "on", "off"),
+        help="VNCAs only: recompute each NCA step's activations in the "
+        "backward pass instead of keeping them: less memory for one more "
+        "forward pass (see the scaling-out chapter's memory table). "
+        "auto (the default): on where a step would not fit in a GPU's or "
+        "TPU's memory without it; --remat alone: on",
+    )
+    train.add_argument(
+        "--state-penalty",
+        type=float,
+        help="non-doubling with a pool only: weight of the "
+        "penalty on hidden channels beyond +-3, "
+        "not in the paper (default: the profile's, "
+        "1 in laptop, else 0)",
+    )
+    train.add_argument(
+        "--no-damage",
+        action="store_true",
+        help="non-doubling with a pool only: damage no pool rows "
+        "(an ablation; the paper damages a quarter of them)",
+    )
+    train.add_argument(
+        "--encoder-from",
+        metavar="NAME",
+        help="start the encoder from a shipped "
+        "model's (not in the paper; the laptop "
+        "non-doubling recipe's: doubling-laptop)",
+    )
+    train.add_argument(
+        "--decoder-first",
+        type=int,
+        metavar="STEPS",
+        help="train the decoder alone, "
+        "the encoder frozen, for this many first steps (not in the paper)",
+    )
+    train.add_argument(
+        "--kl-warmup",
+        type=int,
+        metavar="STEPS",
+        help="then raise the KL term's "
+        "weight from 0 to 1 over this many steps (not in the paper)",
+    )
+    train.add_argument(
+        "--final-learning-rate",
+        type=float,
+        metavar="RATE",
+        help="let the learning rate fall along a cosine to this over "
+        "--decay-steps steps (not in the paper; default: constant)",
+    )
+    train.add_argument(
+        "--decay-steps",
+        type=int,
+        metavar="STEPS",
+        help="with --final-learning-rate: the steps it takes to get there "
+        "(default: the run's steps)",
+    )
+    train.add_argument(
+        "--pool-pattern",
+        metavar="ROWS",
+        help="non-doubling with a pool only: which rows of a batch start "
+        "from a seed (S), the pool (P) or the pool damaged (D), repeating "
+        "(default: SPSD, the paper's)",
+    )
+    train.add_argument(
+        "--detach-pool-kl",
+        action="store_true",
+        help="non-doubling with a pool only: a pool row's KL term sends no "
+        "gradient to the encoder (not in the paper; see the pool chapter)",
+    )
+    add_shared(train, "data-dir", "no-progress")
+    train.set_defaults(handler=train_command)
+
+
+def train_command(args) -> int:
+    """Run `vnca train`; return the exit status."""
+    overrides = {
+        k: v
+        for k, v in [
+            ("steps", args.steps),
+            ("batch_size", args.batch_size),
+            ("steps_per_call", args.steps_per_call),
+            ("seed", args.seed),
+            ("pool_size", args.pool_size),
+            ("state_penalty", args.state_penalty),
+            ("damage", False if args.no_damage else None),
+            ("encoder_from", args.encoder_from),
+            ("decoder_first", args.decoder_first),
+            ("kl_warmup", args.kl_warmup),
+            ("final_learning_rate", args.final_learning_rate),
+            ("decay_steps", args.decay_steps),
+            ("detach_pool_kl", True if args.detach_pool_kl else None),
+            ("pool_pattern", args.pool_pattern),
+        ]
+        if v is not None
+    }
+    stop = StopRequest()
+    try:
+        if args.steps_per_call:  # say it in the command line's terms
+            profile = train_config(args.model, args.profile)
+            for name in ("log_every", "checkpoint_every"):
+                if getattr(profile, name) % args.steps_per_call:
+                    raise ValueError(
+                        f"--steps-per-call {args.steps_per_call} must "
+                        f"divide the {args.profile} profile's {name} "
+                        f"({getattr(profile, name)})"
+                    )
+        if "final_learning_rate" in overrides and args.decay_steps is None:
+            # a falling rate reaches its end at the run's last step
+            overrides["decay_steps"] = overrides.get(
+                "steps", train_config(args.model, args.profile).steps
+            )
+        config = train_config(args.model, args.profile, **overrides)
+        rule = {  # options of the NCA decoders
+            k: v
+            for k, v in [
+                ("update_probability", args.update_probability),
+                ("remat", True if args.remat == "on" else None),
+            ]
+            if v is not None
+        }
+        for field in rule:
+            if not hasattr(config.model_config, field):
+                option = "--" + field.replace("_", "-")
+                raise ValueError(
+                    f"{option}: the {args.model} model has no NCA"
+                )
+        if rule:
+            config = dataclasses.replace(
+                config,
+                model_config=dataclasses.replace(config.model_config, **rule),
+            )
+        data = load_binarized_mnist(args.data_dir)
+        if args.profile == "full":
+            print(full_run_notice(config, args.out), flush=True)
+        state = fit(
+            config,
+            args.out,
+            resume=args.resume,
+            data=data,
+            progress=not args.no_progress,
+            stop=stop,
+            auto_remat=args.remat != "off",
+            force=args.force,
+        )
+        figure = plot_metrics(args.out, title=f"{args.model} ({args.profile})")
+        save_figure(figure, args.out / "metrics.png", dpi=120)
+    # a full disk, a read-only folder: name the last good checkpoint too
+    except OSError as err:
+        if err.errno is not None:  # the file system's, not one of ours
+            err.add_note(last_good(args.out / CHECKPOINT))
+        raise  # one line and exit status 4, by `main` (below)
+    # exit as a process killed by the signal would, so schedulers see it
+    if stop.requested:
+        print(
+            f"vnca train: stopped by {stop.name} at step "
+            f"{int(state.step):,} of {config.steps:,}; run the same command "
+            "with --resume to continue",
+            file=sys.stderr,
+        )
+        return 128 + stop.signal
+    print(f"done: {args.out}")
+    return 0
+
+
+# ---- book/evaluate.md, code cell 9 ----
+import json
+
+from vnca.evaluate import check_images, evaluate_model
+from vnca.files import check_writable, refuse_existing, write_record
+from vnca.runs import checkpoint_path
+
+# K's limit: the bound keeps K weights and keys per image in memory, and
+# costs K decoder passes per image (the paper's K is 128)
+MAX_SAMPLES = 100_000
+
+
+def add_evaluate_command(commands) -> None:
+    """Add `vnca evaluate` to the subcommands of an argparse parser."""
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="the test-set bound of a run",
+        description="Evaluate a run's checkpoint on the test set with the "
+        "importance-weighted bound and write the result as JSON.",
+    )
+    add_shared(evaluate, "run")
+    evaluate.add_argument(
+        "--samples",
+        type=whole(1, MAX_SAMPLES, "memory and time grow with K"),
+        default=128,
+        help=f"importance samples K (default 128, at most {MAX_SAMPLES:,})",
+    )
+    evaluate.add_argument(
+        "--images",
+        type=positive_int,  # and check_images, as evaluate_model checks it
+        help="a random subset of this many test images (default: all 10,000)",
+    )
+    add_shared(evaluate, "seed")
+    evaluate.add_argument(
+        "--chunk",
+        type=positive_int,
+        help="samples decoded at once per image (default 8 on a CPU, else 16)",
+    )
+    evaluate.add_argument(
+        "--batch-size",
+        type=whole(1, 1024, "each image keeps its chunk of K decodings"),
+        help="images per batch (default 4 per device on a CPU, else 8)",
+    )
+    evaluate.add_argument(
+        "--out",
+        type=Path,
+        help="the JSON file (default: RUN/evaluation.json, or "
+        "NAME-evaluation.json for a shipped model); finished images are "
+        "saved in OUT.partial until it is written, and a stopped "
+        "evaluation run again resumes from there",
+    )
+    evaluate.add_argument(
+        "--force", action="store_true", help="replace OUT if it exists"
+    )
+    add_shared(evaluate, "data-dir", "no-progress")
+    evaluate.set_defaults(handler=evaluate_command)
+
+
+def evaluate_command(args) -> int:
+    """Run `vnca evaluate`; return the exit status (errors: see `main`)."""
+    # shipped models (the laptop chapter)
+    from vnca.pretrained import resolve
+
+    check_images(args.images)  # now, not after loading the model
+    model, config, step, source = resolve(args.run)
+    shipped = not args.run.exists()
+    out = args.out or (
+        Path(f"{args.run}-evaluation.json")
+        if shipped
+        else checkpoint_path(args.run).parent / "evaluation.json"
+    )
+    if not shipped and out.resolve() == checkpoint_path(args.run).resolve():
+        raise ValueError(f"--out {out} is the checkpoint being evaluated")
+    check_writable(out)  # fail now, not after the evaluation
+    refuse_existing([out], force=args.force)
+    partial = out.with_name(out.name + ".partial")
+    if partial.exists():
+        print(f"vnca evaluate: resuming from {partial}", file=sys.stderr)
+    record = evaluate_model(
+        model,
+        config,
+        step,
+        source,
+        samples=args.samples,
+        images=args.images,
+        seed=args.seed,
+        chunk=args.chunk,
+        batch_size=args.batch_size,
+        data=load_binarized_mnist(args.data_dir),
+        progress=not args.no_progress,
+        partial=partial,
+    )
+    try:
+        write_record(record, out)
+    # the disk filled up meanwhile: print the result, not lose it
+    except OSError as err:
+        print(json.dumps(record, indent=2))
+        err.add_note("The record above could not be saved.")
+        raise
+    partial.unlink(missing_ok=True)  # the record holds it all now
+    print(
+        f"{record['model']} ({record['scale']}): log "
+        f"p(x) >= {record['log_likelihood']:.2f} "
+        f"± {record['standard_error']:.2f} nats, K = "
+        f"{record['samples']}, {record['images']:,} images; "
+        f"written to {out}"
+    )
+    return 0
+
+
+# ---- book/experiments.md, code cell 27 ----
+import jax
+
+from vnca.figures import TSNE_MIN, make_figures
+
+
+def add_figures_command(commands) -> None:
+    """Add `vnca figures` to the subcommands of an argparse parser."""
+    figures = commands.add_parser(
+        "figures",
+        help="the paper's figures for a run",
+        description="Draw every figure that applies "
+        "to a run's model, as PNG files.",
+    )
+    add_shared(figures, "run")
+    figures.add_argument(
+        "--out", type=Path, required=True, help="the folder for the PNG files"
+    )
+    figures.add_argument(
+        "--compare",
+        type=Path,
+        metavar="RUN_CHECKPOINT_OR_NAME",
+        help="a second run to put beside this one in the t-SNE figure",
+    )
+    figures.add_argument(
+        "--tsne-images",
+        type=whole(TSNE_MIN, 10_000, "the test set's images"),
+        default=5_000,
+        help="test images in the t-SNE figure "
+        f"(default 5000, at least {TSNE_MIN})",
+    )
+    add_shared(figures, "seed")
+    figures.add_argument(
+        "--force",
+        action="store_true",
+        help="replace figures that exist in --out",
+    )
+    add_shared(figures, "data-dir")
+    figures.set_defaults(handler=figures_command)
+
+
+def figures_command(args) -> int:
+    """Run `vnca figures`; return the exit status (errors: see `main`)."""
+    from vnca.data import load_binarized_mnist
+    from vnca.evaluate import run_scale
+    from vnca.labels import recover_labels
+    from vnca.pretrained import resolve
+
+    model, config, step, source = resolve(args.run)
+    compare = None
+    if args.compare:
+        other, other_config, _, _ = resolve(args.compare)
+        compare = (other_config.model, other)
+    data = load_binarized_mnist(args.data_dir)
+    labels = recover_labels("test", data_dir=args.data_dir, progress=False)
+    scale = run_scale(config, step)
+    note = None
+    if scale != "full":
+        note = f"{scale} scale ({source}, step {step:,}): "
+        note += "not the paper's model"
+    paths = make_figures(
+        model,
+        config.model,
+        args.out,
+        data,
+        labels.digit,
+        jax.random.key(args.seed),
+        note=note,
+        compare=compare,
+        tsne_images=args.tsne_images,
+        force=args.force,
+    )
+    print("\n".join(str(p) for p in paths))
+    return 0
+
+
+# ---- book/experiments.md, code cell 28 ----
+from vnca import __version__
+from vnca.data import DataError
+from vnca.files import report
+from vnca.runs import RunInUse
 
 
 def parser() -> argparse.ArgumentParser:
@@ -51,3 +555,46 @@ def main(argv=None) -> int:
         return args.handler(args)
     except EXPECTED as err:
         return report(args.command, err)
+
+
+# ---- book/live.md, code cell 6 ----
+from vnca.live import MAX_EXAMPLES, export_for_browser
+
+
+def add_export_web_command(commands) -> None:
+    """Add `vnca export-web` to the subcommands of an argparse parser."""
+    command = commands.add_parser(
+        "export-web",
+        help="a shipped model's decoder as a file for a web page",
+        description="Write a shipped model's NCA decoder, some test digits "
+        "and their encodings into one file that _static/vnca-live.js runs.",
+    )
+    command.add_argument("name", help="a shipped model's name")
+    command.add_argument("--out", type=Path, required=True)
+    command.add_argument(
+        "--examples",
+        type=whole(1, MAX_EXAMPLES, "each adds 4 KB to the page's download"),
+        default=8,
+        help=f"test digits to include (default 8, at most {MAX_EXAMPLES})",
+    )
+    command.add_argument(
+        "--force", action="store_true", help="replace --out if it exists"
+    )
+    add_shared(command, "data-dir")
+    command.set_defaults(handler=export_web_command)
+
+
+def export_web_command(args) -> int:
+    """Run `vnca export-web`; return the exit status (errors: see `main`)."""
+    check_writable(args.out)  # fail now, not after the work
+    refuse_existing([args.out], force=args.force)
+    data = load_binarized_mnist(args.data_dir)
+    header = export_for_browser(
+        args.name, args.out, data=data, examples=args.examples
+    )
+    size = args.out.stat().st_size / 1024
+    print(
+        f"{args.out}: {header['decoder']['kind']} decoder, "
+        f"{len(header['examples']['test_rows'])} examples, {size:.0f} KB"
+    )
+    return 0

@@ -2,21 +2,15 @@
 # edit the chapter named above each block, then run `python tools/export.py`.
 
 
-# ---- book/data.md, code cell 3 ----
-"""Statically binarized MNIST: download, verify, parse, pad, batch, and
-recover the labels."""
+# ---- book/data.md, code cell 4 ----
+"""Statically binarized MNIST: download, verify, parse, pad and batch
+(the data chapter; its labels are recovered in `vnca.labels`)."""
 
-import contextlib
-import dataclasses
-import errno
-import functools
 import io
 import gzip
 import hashlib
 import http.client
 import os
-import sys
-import tempfile
 import urllib.request
 import warnings
 import zlib
@@ -25,13 +19,14 @@ from pathlib import Path
 from typing import Iterator
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Float, Int, UInt8
 from tqdm import tqdm
 
+from vnca.files import atomic_write, cache_dir
 
-# ---- book/data.md, code cell 4 ----
+
+# ---- book/data.md, code cell 5 ----
 @dataclass(frozen=True)
 class RemoteFile:
     """A public file: its canonical name, where to get it, and what it must
@@ -117,146 +112,9 @@ MNIST = {
 }
 
 
-# ---- book/data.md, code cell 5 ----
-PART = ".part"  # the suffix of temporary files
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)  # the only way to read it is to set it
-    os.umask(mask)
-    return mask
-
-
-def _temporary_beside(path: Path) -> tuple[int, str]:
-    """A new temporary file in `path`'s folder (made if need be), open."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return tempfile.mkstemp(
-            dir=path.parent, prefix=f".{path.name}.", suffix=PART
-        )
-    # a read-only folder: name the file asked for, not the temporary one
-    except OSError as err:
-        err.filename = str(path)
-        raise
-
-
-def atomic_write(path: str | os.PathLike, content: bytes) -> None:
-    """Replace `path` by `content`: readers see the old file or the new one,
-    never a part."""
-    path = Path(path)
-    fd, tmp = _temporary_beside(path)
-    try:
-        if hasattr(os, "fchmod"):  # mkstemp's file is private (0600): give it
-            # the mode a plain open() would, so others can read what we write
-            os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as f:
-            f.write(content)
-            f.flush()
-            # on the disk before the rename makes it visible
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    # a full disk, a read-only folder, Ctrl-C: leave no junk
-    except BaseException as err:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(err, OSError) and not err.filename:
-            # ENOSPC from write() names no file: name it
-            err.filename = str(path)
-        raise
-    # make the rename itself durable (POSIX)
-    with contextlib.suppress(OSError):
-        folder = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
-
-
-def remove_stale_parts(path: str | os.PathLike) -> list[Path]:
-    """Delete the temporary files that killed writers of `path` left behind."""
-    path = Path(path)
-    stale = sorted(path.parent.glob(f".{path.name}.*{PART}"))
-    for part in stale:
-        part.unlink(missing_ok=True)
-    return stale
-
-
-def check_writable(path: str | os.PathLike) -> Path:
-    """Raise now the OSError that writing `path` would raise later, after
-    the work."""
-    path = Path(path)
-    if path.is_dir():
-        raise IsADirectoryError(
-            errno.EISDIR, os.strerror(errno.EISDIR), str(path)
-        )
-    # a file where a folder must go
-    for folder in [path.parent, *path.parent.parents]:
-        if folder.exists() and not folder.is_dir():
-            raise NotADirectoryError(
-                errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path)
-            )
-    fd, tmp = _temporary_beside(path)
-    os.close(fd)
-    os.unlink(tmp)
-    return path
-
-
-ADVICE = {
-    errno.ENOSPC: "the disk is full: free some space",
-    errno.EDQUOT: "over the disk quota",
-    errno.EACCES: "no permission: choose a folder you can write to",
-    errno.EPERM: "not permitted: choose a folder you can write to",
-    errno.EROFS: "a read-only file system: choose another folder",
-    errno.EISDIR: "a folder, where a file is needed: name a file",
-    errno.ENOTDIR: "a file, where a folder is needed: choose another path",
-}
-
-
-def explain(err: OSError) -> str:
-    """An OSError in one line for a person: what failed, where, and what to
-    do."""
-    where = f": {err.filename}" if err.filename else ""
-    advice = ADVICE.get(err.errno, "check that path")
-    return f"{err.strerror or err}{where} ({advice})"
-
-
-def refuse_existing(paths, force: bool = False) -> None:
-    """Raise FileExistsError, naming them, if any of `paths` exists: a
-    command replaces a file only when told to (`force`, its --force)."""
-    taken = [str(p) for p in paths if os.path.lexists(p)]
-    if taken and not force:
-        raise FileExistsError(
-            f"{', '.join(taken)} already exist{'s' * (len(taken) == 1)}: "
-            "pass --force to replace, or choose another --out"
-        )
-
-
-def report(command: str, err: BaseException) -> int:
-    """Print `err` as one line for `vnca command`; return the exit status:
-    3 for a run that diverged, 4 for the file system, 2 for the rest."""
-    if isinstance(err, OSError) and err.errno is not None:
-        message, status = explain(err), 4
-    else:
-        message, status = str(err), 2
-    if isinstance(err, FloatingPointError):
-        status = 3
-    print(f"vnca {command}: error: {message}", file=sys.stderr)
-    return status
-
-
-# ---- book/data.md, code cell 6 ----
+# ---- book/data.md, code cell 7 ----
 class DataError(RuntimeError):
     """A data file is missing, incomplete or not the file it should be."""
-
-
-def cache_dir() -> Path:
-    """Where downloads and derived files are kept."""
-    if os.environ.get("VNCA_CACHE_DIR"):
-        return Path(os.environ["VNCA_CACHE_DIR"]).expanduser()
-    return (
-        Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser()
-        / "vnca"
-    )
 
 
 def local_data_dir(data_dir: str | os.PathLike | None = None) -> Path | None:
@@ -387,7 +245,7 @@ def fetch(spec: RemoteFile, data_dir=None, cache: Path | None = None) -> bytes:
     return download(spec, path)
 
 
-# ---- book/data.md, code cell 7 ----
+# ---- book/data.md, code cell 8 ----
 PIXELS = 28 * 28
 # 784 digits, each followed by a space, the last by a newline
 LINE = 2 * PIXELS
@@ -432,7 +290,7 @@ def parse_amat(
     return (digits - ord("0")).reshape(-1, 28, 28)
 
 
-# ---- book/data.md, code cell 8 ----
+# ---- book/data.md, code cell 9 ----
 def save_arrays(path: Path, source: str, **arrays) -> None:
     """Cache arrays made from `source` (a SHA-256), with a checksum of their
     own."""
@@ -507,7 +365,7 @@ def load_split(
     return images
 
 
-# ---- book/data.md, code cell 9 ----
+# ---- book/data.md, code cell 10 ----
 SIDE = 32
 
 
@@ -545,7 +403,7 @@ def load_binarized_mnist(
     )
 
 
-# ---- book/data.md, code cell 14 ----
+# ---- book/data.md, code cell 15 ----
 def epoch_order(key: jax.Array, epoch: int, n: int) -> Int[np.ndarray, "n"]:
     """The order in which epoch number `epoch` visits the `n` images."""
     return np.asarray(
@@ -600,164 +458,3 @@ def batches(
             step += 1
 
     return generate()
-
-
-# ---- book/data.md, code cell 16 ----
-CLIP = 1e-3
-
-
-def parse_idx(content: bytes, where: str = "<bytes>") -> np.ndarray:
-    """Parse an MNIST idx file (gzipped or not) of unsigned bytes."""
-    if content[:2] == b"\x1f\x8b":
-        try:
-            content = gzip.decompress(content)
-        except (OSError, EOFError, zlib.error) as err:
-            raise DataError(
-                f"{where}: not a complete gzip file ({err})"
-            ) from None
-    if len(content) < 4 or content[:3] != b"\x00\x00\x08":
-        raise DataError(
-            f"{where}: not an idx file of unsigned "
-            f"bytes (magic {content[:4].hex()})"
-        )
-    ndim = content[3]
-    shape = tuple(
-        int.from_bytes(content[4 + 4 * i : 8 + 4 * i], "big")
-        for i in range(ndim)
-    )
-    body = content[4 + 4 * ndim :]
-    if len(body) != int(np.prod(shape)):
-        raise DataError(
-            f"{where}: header says shape {shape}, "
-            f"but {len(body):,} bytes follow"
-        )
-    return np.frombuffer(body, np.uint8).reshape(shape)
-
-
-def load_mnist(split: str, data_dir=None, cache: Path | None = None):
-    """Original MNIST ("train" or "test"): grey images (n, 28, 28) and their
-    digits (n,)."""
-    if split not in ("train", "test"):
-        raise ValueError(
-            f"unknown MNIST split {split!r}; expected 'train' or 'test'"
-        )
-    images, labels = (
-        MNIST[f"{split}_{kind}"] for kind in ("images", "labels")
-    )
-    return (
-        parse_idx(fetch(images, data_dir, cache), images.name),
-        parse_idx(fetch(labels, data_dir, cache), labels.name),
-    )
-
-
-@functools.partial(jax.jit, static_argnames="bounds")
-def _best_matches(binary, weights, offsets, bounds):
-    scores = (
-        jnp.matmul(binary, weights.T, precision=jax.lax.Precision.HIGHEST)
-        + offsets
-    )
-    top, index = jax.lax.top_k(scores, 2)
-    # Columns are grouped by digit, so the best score of each digit is a max
-    # over a slice.
-    per_digit = jnp.stack(
-        [scores[:, lo:hi].max(axis=1) for lo, hi in zip(bounds, bounds[1:])],
-        axis=1,
-    )
-    return top, index, per_digit
-
-
-@dataclass(frozen=True)
-class Labels:
-    """Digit labels recovered for binarized images, with how sure each one
-    is."""
-
-    digit: UInt8[np.ndarray, "n"]  # 0..9
-    # the best-matching image of the MNIST split
-    mnist_index: Int[np.ndarray, "n"]
-    # log-likelihood of the best match minus the second best (nats)
-    margin: Float[np.ndarray, "n"]
-    # best match minus the best match of another digit (nats)
-    digit_margin: Float[np.ndarray, "n"]
-
-
-def match_to_mnist(
-    binarized: UInt8[np.ndarray, "n 28 28"],
-    grey: UInt8[np.ndarray, "m 28 28"],
-    digits: UInt8[np.ndarray, "m"],
-    chunk: int = 1000,
-    progress: bool = False,
-) -> Labels:
-    """Label each binarized image with the digit of the grey image most
-    likely to have produced it by per-pixel Bernoulli sampling with p = grey
-    / 255."""
-    order = np.argsort(digits, kind="stable")  # group the grey images by digit
-    present = np.unique(digits)
-    bounds = tuple(
-        int(b) for b in np.searchsorted(digits[order], np.append(present, 256))
-    )
-    p = np.clip(grey[order].reshape(len(grey), -1) / 255.0, CLIP, 1 - CLIP)
-    weights = jnp.asarray(np.log(p) - np.log1p(-p), jnp.float32)
-    offsets = jnp.asarray(np.log1p(-p).sum(axis=1), jnp.float32)
-    flat = binarized.reshape(len(binarized), -1).astype(np.float32)
-    top, index, per_digit = [], [], []
-    for start in tqdm(
-        range(0, len(flat), chunk), desc="matching", disable=not progress
-    ):
-        block = flat[start : start + chunk]
-        # one shape, one compilation
-        padded = np.pad(block, ((0, chunk - len(block)), (0, 0)))
-        results = _best_matches(jnp.asarray(padded), weights, offsets, bounds)
-        for out, result in zip((top, index, per_digit), results):
-            out.append(np.asarray(result)[: len(block)])
-    top, index, per_digit = (
-        np.concatenate(x) for x in (top, index, per_digit)
-    )
-    ranked = np.sort(per_digit, axis=1)
-    digit_margin = (
-        ranked[:, -1] - ranked[:, -2]
-        if len(present) > 1
-        else np.full(len(flat), np.inf)
-    )
-    # The differences are taken here, not inside the jitted function: fused
-    # with top_k on the CPU, XLA's version runs ten times slower.
-    return Labels(
-        digit=present[per_digit.argmax(axis=1)].astype(np.uint8),
-        mnist_index=order[index[:, 0]],
-        margin=top[:, 0] - top[:, 1],
-        digit_margin=digit_margin.astype(np.float32),
-    )
-
-
-def recover_labels(
-    split: str, data_dir=None, cache: Path | None = None, progress: bool = True
-) -> Labels:
-    """Labels of the binarized "test" split, or of "train" (train + valid,
-    in that order, as in `load_binarized_mnist`), by maximum-likelihood
-    matching against the original MNIST. The result is cached."""
-    if split not in ("train", "test"):
-        raise ValueError(
-            f"unknown split {split!r}; expected "
-            "'train' (train + valid) or 'test'"
-        )
-    parts = ["train", "valid"] if split == "train" else ["test"]
-    key = "-".join(BINARIZED_MNIST[s].sha256[:8] for s in parts)
-    path = (
-        (cache or cache_dir())
-        / "labels"
-        / f"{split}.{key}.{MNIST[f'{split}_images'].sha256[:8]}.npz"
-    )
-    # a named folder that does not exist is an error, cache or not
-    local_data_dir(data_dir)
-    source = "-".join(
-        [BINARIZED_MNIST[s].sha256 for s in parts]
-        + [MNIST[f"{split}_images"].sha256]
-    )
-    cached = load_arrays(path, source, tuple(Labels.__dataclass_fields__))
-    if cached is not None:
-        return Labels(**cached)
-    binarized = np.concatenate([load_split(s, data_dir, cache) for s in parts])
-    labels = match_to_mnist(
-        binarized, *load_mnist(split, data_dir, cache), progress=progress
-    )
-    save_arrays(path, source, **dataclasses.asdict(labels))
-    return labels

@@ -3,11 +3,14 @@
 
 
 # ---- book/sharding.md, code cell 5 ----
-"""One JAX CPU device per core, so that a sharded batch runs on all of
-them (the scaling-out chapter)."""
+"""One JAX CPU device per core, asked for before JAX starts (the
+scaling-out chapter). Nothing here imports JAX at import: JAX itself fails
+at its import on a bad $JAX_NUM_CPU_DEVICES, which this module checks."""
 
 import os
-import sys
+from pathlib import Path
+
+from vnca.files import cache_dir
 
 MAX_CPU_DEVICES = 8
 # what $JAX_NUM_CPU_DEVICES may ask for: CPU devices beyond the cores only
@@ -37,20 +40,6 @@ def check_device_setting() -> None:
         )
 
 
-def one_line_errors(*kinds) -> None:
-    """Print an uncaught exception of `kinds` as one line, without a
-    traceback: for a setting a person must change, not a bug."""
-    previous = sys.excepthook
-
-    def hook(kind, value, traceback):
-        if issubclass(kind, kinds):
-            print(f"vnca: error: {value}", file=sys.stderr)
-        else:
-            previous(kind, value, traceback)
-
-    sys.excepthook = hook
-
-
 def cpu_cores() -> int:
     """The cores this process may run on (its CPU affinity, if any)."""
     try:
@@ -72,8 +61,10 @@ def use_cpu_cores(count: int | None = None) -> int | None:
     """Ask JAX for `count` CPU devices (default: one per core, as above).
     Returns the count, or None if it left JAX alone: JAX has started, or
     a count is chosen ($JAX_NUM_CPU_DEVICES, or the XLA flag
-    --xla_force_host_platform_device_count)."""
-    import jax  # after check_device_setting: JAX fails on a bad setting
+    --xla_force_host_platform_device_count). DeviceSettingError, before
+    JAX is imported, if $JAX_NUM_CPU_DEVICES is not a count JAX can make."""
+    check_device_setting()
+    import jax  # after the check: JAX fails at its import on a bad setting
 
     flags = os.environ.get("XLA_FLAGS", "")
     if (
@@ -87,3 +78,20 @@ def use_cpu_cores(count: int | None = None) -> int | None:
     except RuntimeError:  # JAX has started: its devices are fixed now
         return None
     return count
+
+
+def use_compilation_cache(folder: Path | None = None) -> Path | None:
+    """Keep JAX's compiled programs on disk, so that a later process that
+    compiles the same program loads it instead; in `folder` (default: a
+    folder per JAX version in vnca's cache). Returns the folder, or None
+    if it left JAX alone: $VNCA_COMPILATION_CACHE is 0, or a cache is
+    already chosen ($JAX_COMPILATION_CACHE_DIR, or JAX's setting)."""
+    if os.environ.get("VNCA_COMPILATION_CACHE", "1").strip() == "0":
+        return None
+    import jax
+
+    if jax.config.jax_compilation_cache_dir:  # set, or from the environment
+        return None
+    folder = folder or cache_dir() / "compiled" / f"jax-{jax.__version__}"
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    return folder

@@ -2,7 +2,7 @@
 # edit the chapter named above each block, then run `python tools/export.py`.
 
 
-# ---- book/doubling.md, code cell 1 ----
+# ---- book/doubling.md, code cell 2 ----
 """The doubling VNCA: grow 32x32 logits from one cell by five rounds of
 (double, 8 NCA steps)."""
 
@@ -23,7 +23,7 @@ def double(state: Float[Array, "h w c"]) -> Float[Array, "2*h 2*w c"]:
     return einops.repeat(state, "h w c -> (h 2) (w 2) c")
 
 
-# ---- book/doubling.md, code cell 3 ----
+# ---- book/doubling.md, code cell 4 ----
 @dataclass(frozen=True)
 class DoublingConfig:
     """The doubling VNCA of the paper (|Z| = 256)."""
@@ -65,29 +65,7 @@ class DoublingDecoder(eqx.Module):
     def grow(self, z: Float[Array, " z"], key: PRNGKeyArray | None = None):
         """The final state, and a list of every round's states (doubled,
         then after each step)."""
-        c = self.config
-        state = z[None, None, :]
-        keys = (
-            jax.random.split(key, c.doublings)
-            if key is not None
-            else [None] * c.doublings
-        )
-        rounds = []
-        for round_key in keys:
-            state = double(state)
-            doubled = state
-            state, states = run(
-                self.rule,
-                state,
-                c.steps_per_doubling,
-                key=round_key,
-                update_probability=c.update_probability,
-                remat=c.remat,
-                unroll=c.unroll,
-                trajectory=True,
-            )
-            rounds.append(jnp.concatenate([doubled[None], states]))
-        return state, rounds
+        return self._rounds(z, key, trajectory=True)
 
     def __call__(
         self,
@@ -101,6 +79,11 @@ class DoublingDecoder(eqx.Module):
                 "the doubling decoder runs a fixed "
                 "number of steps per doubling"
             )
+        return self._rounds(z, key, trajectory=False)[0][..., 0]
+
+    def _rounds(self, z, key, trajectory: bool):
+        """The rounds of (double, steps) from one cell holding z: the final
+        state, and with `trajectory` every round's states."""
         c = self.config
         state = z[None, None, :]
         keys = (
@@ -108,17 +91,23 @@ class DoublingDecoder(eqx.Module):
             if key is not None
             else [None] * c.doublings
         )
+        rounds = []
         for round_key in keys:
+            doubled = double(state)
             state = run(
                 self.rule,
-                double(state),
+                doubled,
                 c.steps_per_doubling,
                 key=round_key,
                 update_probability=c.update_probability,
                 remat=c.remat,
                 unroll=c.unroll,
+                trajectory=trajectory,
             )
-        return state[..., 0]
+            if trajectory:  # the state, and every step's
+                state, states = state
+                rounds.append(jnp.concatenate([doubled[None], states]))
+        return state, rounds
 
 
 def doubling_vnca(

@@ -2,7 +2,7 @@
 # edit the chapter named above each block, then run `python tools/export.py`.
 
 
-# ---- book/evaluate.md, code cell 1 ----
+# ---- book/evaluate.md, code cell 2 ----
 """Test-set evaluation: the importance-weighted bound with K samples,
 chunked, over all devices."""
 
@@ -18,17 +18,12 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm import tqdm
 
-from vnca.data import atomic_write, load_binarized_mnist
+from vnca.data import load_binarized_mnist
+from vnca.files import atomic_write
+from vnca.mesh import data_mesh, replicate
 from vnca.nca import on_cpu
-from vnca.train import (
-    CHECKPOINT,
-    SMOKE_MODELS,
-    TrainConfig,
-    data_mesh,
-    load_run,
-    replicate,
-    train_config,
-)
+from vnca.recipes import SMOKE_MODELS, TrainConfig, train_config
+from vnca.runs import checkpoint_path, load_run
 from vnca.vae import VAE, importance_weighted_bound
 
 
@@ -139,7 +134,7 @@ def summarise(bounds) -> dict:
     }
 
 
-# ---- book/evaluate.md, code cell 2 ----
+# ---- book/evaluate.md, code cell 3 ----
 RECIPE = (
     "model_config",
     "batch_size",
@@ -165,11 +160,6 @@ def run_scale(config: TrainConfig, step: int) -> str:
         if config.model_config == SMOKE_MODELS[config.model]
         else "custom"
     )
-
-
-def checkpoint_path(run_or_checkpoint: str | Path) -> Path:
-    path = Path(run_or_checkpoint)
-    return path / CHECKPOINT if path.is_dir() else path
 
 
 def evaluate_run(run_or_checkpoint: str | Path, **options) -> dict:
@@ -257,26 +247,7 @@ def check_images(images: int | None, test: int = 10_000) -> None:
         )
 
 
-def write_record(record: dict, path: str | Path) -> None:
-    """Write a JSON record atomically; refuse one with a number that is NaN
-    or infinite (not JSON, and no result)."""
-    try:
-        text = json.dumps(record, indent=2, allow_nan=False)
-    except ValueError:
-        bad = [
-            k
-            for k, v in record.items()
-            if isinstance(v, float) and not math.isfinite(v)
-        ]
-        raise ValueError(
-            f"{path}: not written: {', '.join(bad) or 'a value'} is NaN or "
-            "infinite (with one image there is no standard error; a "
-            "model whose bound is not finite has no result)"
-        ) from None
-    atomic_write(path, (text + "\n").encode())
-
-
-# ---- book/evaluate.md, code cell 3 ----
+# ---- book/evaluate.md, code cell 4 ----
 def weights_checksum(model: VAE) -> str:
     """SHA-256 of a model's arrays, in order, with their shapes and types."""
     digest = hashlib.sha256()
@@ -373,7 +344,7 @@ def read_partial(path: Path) -> dict:
     return saved
 
 
-# ---- book/evaluate.md, code cell 6 ----
+# ---- book/evaluate.md, code cell 7 ----
 # model: (name, the paper's bound, the reproduction's), nats, K = 128
 PUBLISHED = {
     "doubling": ("doubling VNCA", "-84.23", "-84.15"),
@@ -444,128 +415,3 @@ def results_table(
             f"| {name} | {paper} | {reproduction} | " + " | ".join(mine) + " |"
         )
     return "\n".join(rows)
-
-
-# ---- book/evaluate.md, code cell 8 ----
-import argparse
-import sys
-
-from vnca.data import check_writable, explain, refuse_existing
-from vnca.train import positive_int, seed, whole
-
-# K's limit: the bound keeps K weights and keys per image in memory, and
-# costs K decoder passes per image (the paper's K is 128)
-MAX_SAMPLES = 100_000
-
-
-def add_evaluate_command(commands) -> None:
-    """Add `vnca evaluate` to the subcommands of an argparse parser."""
-    evaluate = commands.add_parser(
-        "evaluate",
-        help="the test-set bound of a run",
-        description="Evaluate a run's checkpoint on the test set with the "
-        "importance-weighted bound and write the result as JSON.",
-    )
-    evaluate.add_argument(
-        "run",
-        type=Path,
-        metavar="RUN_CHECKPOINT_OR_NAME",
-        help="a run folder, a checkpoint file, or a shipped model's name",
-    )
-    evaluate.add_argument(
-        "--samples",
-        type=whole(1, MAX_SAMPLES, "memory and time grow with K"),
-        default=128,
-        help=f"importance samples K (default 128, at most {MAX_SAMPLES:,})",
-    )
-    evaluate.add_argument(
-        "--images",
-        type=positive_int,  # and check_images, as evaluate_model checks it
-        help="a random subset of this many test images (default: all 10,000)",
-    )
-    evaluate.add_argument("--seed", type=seed, default=0)
-    evaluate.add_argument(
-        "--chunk",
-        type=positive_int,
-        help="samples decoded at once per image (default 8 on a CPU, else 16)",
-    )
-    evaluate.add_argument(
-        "--batch-size",
-        type=whole(1, 1024, "each image keeps its chunk of K decodings"),
-        help="images per batch (default 4 per device on a CPU, else 8)",
-    )
-    evaluate.add_argument(
-        "--out",
-        type=Path,
-        help="the JSON file (default: RUN/evaluation.json, or "
-        "NAME-evaluation.json for a shipped model); finished images are "
-        "saved in OUT.partial until it is written, and a stopped "
-        "evaluation run again resumes from there",
-    )
-    evaluate.add_argument(
-        "--force", action="store_true", help="replace OUT if it exists"
-    )
-    evaluate.add_argument(
-        "--data-dir", type=Path, help="a folder with the data files"
-    )
-    evaluate.add_argument(
-        "--no-progress", action="store_true", help="no progress bar"
-    )
-    evaluate.set_defaults(handler=evaluate_command)
-
-
-def evaluate_command(args) -> int:
-    """Run `vnca evaluate`; return the exit status. (An error becomes one
-    line and an exit status in the `vnca` command's `main`.)"""
-    # shipped models (the laptop chapter)
-    from vnca.pretrained import resolve
-
-    check_images(args.images)  # now, not after loading the model
-    model, config, step, source = resolve(args.run)
-    shipped = not args.run.exists()
-    out = args.out or (
-        Path(f"{args.run}-evaluation.json")
-        if shipped
-        else checkpoint_path(args.run).parent / "evaluation.json"
-    )
-    if not shipped and out.resolve() == checkpoint_path(args.run).resolve():
-        raise ValueError(f"--out {out} is the checkpoint being evaluated")
-    check_writable(out)  # fail now, not after the evaluation
-    refuse_existing([out], force=args.force)
-    partial = out.with_name(out.name + ".partial")
-    if partial.exists():
-        print(f"vnca evaluate: resuming from {partial}", file=sys.stderr)
-    record = evaluate_model(
-        model,
-        config,
-        step,
-        source,
-        samples=args.samples,
-        images=args.images,
-        seed=args.seed,
-        chunk=args.chunk,
-        batch_size=args.batch_size,
-        data=load_binarized_mnist(args.data_dir),
-        progress=not args.no_progress,
-        partial=partial,
-    )
-    try:
-        write_record(record, out)
-    # the disk filled up meanwhile: print the result, not lose it
-    except OSError as err:
-        print(json.dumps(record, indent=2))
-        print(
-            "vnca evaluate: error: the record above "
-            f"could not be saved: {explain(err)}",
-            file=sys.stderr,
-        )
-        return 4
-    partial.unlink(missing_ok=True)  # the record holds it all now
-    print(
-        f"{record['model']} ({record['scale']}): log "
-        f"p(x) >= {record['log_likelihood']:.2f} "
-        f"± {record['standard_error']:.2f} nats, K = "
-        f"{record['samples']}, {record['images']:,} images; "
-        f"written to {out}"
-    )
-    return 0

@@ -2,7 +2,7 @@
 # edit the chapter named above each block, then run `python tools/export.py`.
 
 
-# ---- book/data.md, code cell 22 ----
+# ---- book/data.md, code cell 23 ----
 """Checkers for the book's exercises: each compares a student's function
 with the book's own, on inputs it makes up, and says what is wrong (shape,
 values, gradient, speed)."""
@@ -59,7 +59,7 @@ def check_pad(fn) -> bool:
     return passed("my_pad centres every image in a 32x32 frame of zeros")
 
 
-# ---- book/vae.md, code cell 12 ----
+# ---- book/vae.md, code cell 13 ----
 import jax
 import jax.numpy as jnp
 
@@ -115,7 +115,7 @@ def check_kl(fn) -> bool:
     return passed("my_kl matches the closed-form KL and its gradients")
 
 
-# ---- book/nca.md, code cell 11 ----
+# ---- book/nca.md, code cell 13 ----
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -190,7 +190,7 @@ def check_step(fn) -> bool:
     )
 
 
-# ---- book/doubling.md, code cell 9 ----
+# ---- book/doubling.md, code cell 10 ----
 import time
 
 import jax
@@ -281,7 +281,7 @@ def check_doubling(fn) -> bool:
     )
 
 
-# ---- book/train.md, code cell 12 ----
+# ---- book/train.md, code cell 16 ----
 import jax.numpy as jnp
 import numpy as np
 
@@ -293,7 +293,7 @@ def check_optimiser(fn) -> bool:
     at 1e-4."""
     import optax
 
-    from vnca.train import optimiser
+    from vnca.step import optimiser
 
     params = {"w": jnp.ones((3, 4)), "b": jnp.zeros(4)}
     # norm 4e5
@@ -410,7 +410,7 @@ def check_damage(fn) -> bool:
     )
 
 
-# ---- book/evaluate.md, code cell 9 ----
+# ---- book/evaluate.md, code cell 10 ----
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -469,7 +469,7 @@ def check_bound(fn) -> bool:
     return passed("my_bound is the importance-weighted bound, and stable")
 
 
-# ---- book/experiments.md, code cell 30 ----
+# ---- book/experiments.md, code cell 32 ----
 import jax
 import jax.numpy as jnp
 import numpy as np

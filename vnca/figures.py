@@ -2,7 +2,7 @@
 # edit the chapter named above each block, then run `python tools/export.py`.
 
 
-# ---- book/experiments.md, code cell 2 ----
+# ---- book/experiments.md, code cell 3 ----
 """The paper's figures: each function takes a trained model and returns a
 matplotlib figure."""
 
@@ -12,8 +12,8 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
-from vnca.data import check_writable, refuse_existing
 from vnca.doubling import DoublingDecoder
+from vnca.files import check_writable, refuse_existing
 from vnca.nca import run
 from vnca.nondoubling import NonDoublingDecoder
 from vnca.plot import save_figure
@@ -75,7 +75,7 @@ def image_rows(
     return fig
 
 
-# ---- book/experiments.md, code cell 3 ----
+# ---- book/experiments.md, code cell 4 ----
 def reconstructions(
     model: VAE, images, key: jax.Array, note: str | None = None
 ):
@@ -116,92 +116,7 @@ def samples(model: VAE, key: jax.Array, n: int = 10, note: str | None = None):
     )
 
 
-# ---- book/experiments.md, code cell 5 ----
-def digit_classifier(grey_images, digits, seed: int = 0, images: int = 30_000):
-    """An MLP classifier of binarized, padded MNIST digits: the yardstick
-    for generated samples."""
-    from sklearn.neural_network import MLPClassifier
-
-    from vnca.data import pad
-
-    rng = np.random.default_rng(seed)
-    rows = rng.choice(
-        len(grey_images), min(images, len(grey_images)), replace=False
-    )
-    binary = rng.random(grey_images[rows].shape) < grey_images[rows] / 255.0
-    x = pad(binary.astype(np.uint8)).reshape(len(rows), -1).astype(np.float32)
-    return MLPClassifier(
-        hidden_layer_sizes=(256,),
-        early_stopping=True,
-        max_iter=30,
-        random_state=seed,
-    ).fit(x, np.asarray(digits)[rows])
-
-
-def classified(classifier, images, threshold: float = 0.9) -> dict:
-    """The share of `images` classified with probability >= threshold, and
-    the predicted digits' shares."""
-    p = classifier.predict_proba(
-        np.asarray(images, np.float32).reshape(len(images), -1)
-    )
-    digits = np.asarray(classifier.classes_)[p.argmax(-1)]
-    return {
-        "confident": float((p.max(-1) >= threshold).mean()),
-        "digits": np.bincount(digits, minlength=10) / len(images),
-    }
-
-
-def sample_quality(
-    model: VAE, classifier, key: jax.Array, n: int = 1_000
-) -> dict:
-    """`classified` for n Bernoulli samples of the model's prior samples."""
-    z_key, decode_key, pixel_key = jax.random.split(key, 3)
-    z = prior(model, z_key, n)
-    logits = jnp.concatenate(
-        [
-            decode(model, z[i : i + 100], jax.random.fold_in(decode_key, i))
-            for i in range(0, n, 100)
-        ]
-    )
-    return classified(
-        classifier, jax.random.bernoulli(pixel_key, jax.nn.sigmoid(logits))
-    )
-
-
-def quality_plot(results: dict, note: str | None = None):
-    """Bars: the share of confident classifications per source, and the
-    spread over digits."""
-    fig, (left, right) = plt.subplots(
-        1, 2, figsize=(11, 3.4), gridspec_kw={"width_ratios": [1, 2]}
-    )
-    names = list(results)
-    left.barh(
-        names, [results[k]["confident"] for k in names], color="tab:blue"
-    )
-    left.set_xlim(0, 1)
-    left.set_xlabel("share classified with p >= 0.9")
-    left.invert_yaxis()
-    width = 0.8 / len(names)
-    for i, name in enumerate(names):
-        right.bar(
-            np.arange(10) + (i - (len(names) - 1) / 2) * width,
-            results[name]["digits"],
-            width,
-            label=name,
-        )
-    right.set_xticks(range(10))
-    right.set_xlabel("predicted digit")
-    right.set_ylabel("share")
-    right.legend(fontsize=8)
-    fig.suptitle(
-        "what a digit classifier sees" + (f"\n({note})" if note else ""),
-        fontsize=10,
-    )
-    fig.tight_layout()
-    return fig
-
-
-# ---- book/experiments.md, code cell 7 ----
+# ---- book/experiments.md, code cell 8 ----
 def growth(model: VAE, key: jax.Array, note: str | None = None):
     if not isinstance(model.decoder, DoublingDecoder):
         raise ValueError(
@@ -221,7 +136,7 @@ def growth(model: VAE, key: jax.Array, note: str | None = None):
     return fig
 
 
-# ---- book/experiments.md, code cell 9 ----
+# ---- book/experiments.md, code cell 10 ----
 def interpolations(
     model: VAE,
     pairs: dict,
@@ -250,7 +165,7 @@ def first_of_digits(labels, digits) -> list[int]:
     return [int(np.flatnonzero(labels == d)[0]) for d in digits]
 
 
-# ---- book/experiments.md, code cell 11 ----
+# ---- book/experiments.md, code cell 12 ----
 # images: fewer cannot make a neighbourhood of any useful perplexity
 TSNE_MIN = 10
 
@@ -289,7 +204,7 @@ def tsne(encodings: dict, labels, seed: int = 0, note: str | None = None):
     return fig
 
 
-# ---- book/experiments.md, code cell 13 ----
+# ---- book/experiments.md, code cell 14 ----
 @eqx.filter_jit
 def damage_run(model: VAE, z: jax.Array, key: jax.Array, steps: int = 40):
     """States of `steps` steps from the seed, then `steps` more after
@@ -373,7 +288,7 @@ def damage_strip(
     )
 
 
-# ---- book/experiments.md, code cell 15 ----
+# ---- book/experiments.md, code cell 16 ----
 def damage_recovery(
     model: VAE, images, key: jax.Array, steps: int = 40
 ) -> dict:
@@ -402,7 +317,7 @@ def damage_recovery(
     return {name: np.concatenate(values) for name, values in out.items()}
 
 
-# ---- book/experiments.md, code cell 21 ----
+# ---- book/experiments.md, code cell 22 ----
 @eqx.filter_jit
 def grown_states(model: VAE, z: jax.Array) -> jax.Array:
     """The non-doubling decoder's final grids (test-time steps, every cell
@@ -500,7 +415,7 @@ def probe_maps(
     return fig
 
 
-# ---- book/experiments.md, code cell 23 ----
+# ---- book/experiments.md, code cell 24 ----
 def latent_channels(
     model: VAE, key: jax.Array, channels: int = 16, note: str | None = None
 ):
@@ -521,7 +436,7 @@ def latent_channels(
     return fig
 
 
-# ---- book/experiments.md, code cell 25 ----
+# ---- book/experiments.md, code cell 26 ----
 def figure_names(model: VAE) -> list[str]:
     """The figures `make_figures` draws of `model`."""
     names = ["reconstructions", "samples"]
@@ -620,101 +535,3 @@ def make_figures(
         plt.close(fig)
         paths.append(path)
     return paths
-
-
-# ---- book/experiments.md, code cell 26 ----
-import argparse
-import sys
-from pathlib import Path
-
-from vnca.train import seed
-
-
-def at_least(low: int):
-    """An argparse type: a whole number of at least `low`."""
-
-    def parse(text: str) -> int:
-        if int(text) < low:
-            raise argparse.ArgumentTypeError(
-                f"must be a whole number of at least {low}, got {text}"
-            )
-        return int(text)
-
-    return parse
-
-
-def add_figures_command(commands) -> None:
-    """Add `vnca figures` to the subcommands of an argparse parser."""
-    figures = commands.add_parser(
-        "figures",
-        help="the paper's figures for a run",
-        description="Draw every figure that applies "
-        "to a run's model, as PNG files.",
-    )
-    figures.add_argument(
-        "run",
-        type=Path,
-        metavar="RUN_CHECKPOINT_OR_NAME",
-        help="a run folder, a checkpoint file, or a shipped model's name",
-    )
-    figures.add_argument(
-        "--out", type=Path, required=True, help="the folder for the PNG files"
-    )
-    figures.add_argument(
-        "--compare",
-        type=Path,
-        metavar="RUN_CHECKPOINT_OR_NAME",
-        help="a second run to put beside this one in the t-SNE figure",
-    )
-    figures.add_argument(
-        "--tsne-images",
-        type=at_least(TSNE_MIN),
-        default=5_000,
-        help="test images in the t-SNE figure "
-        f"(default 5000, at least {TSNE_MIN})",
-    )
-    figures.add_argument("--seed", type=seed, default=0)
-    figures.add_argument(
-        "--force",
-        action="store_true",
-        help="replace figures that exist in --out",
-    )
-    figures.add_argument(
-        "--data-dir", type=Path, help="a folder with the data files"
-    )
-    figures.set_defaults(handler=figures_command)
-
-
-def figures_command(args) -> int:
-    """Run `vnca figures`; return the exit status. (An error becomes one
-    line and an exit status in the `vnca` command's `main`.)"""
-    from vnca.data import load_binarized_mnist, recover_labels
-    from vnca.evaluate import run_scale
-    from vnca.pretrained import resolve
-
-    model, config, step, source = resolve(args.run)
-    compare = None
-    if args.compare:
-        other, other_config, _, _ = resolve(args.compare)
-        compare = (other_config.model, other)
-    data = load_binarized_mnist(args.data_dir)
-    labels = recover_labels("test", data_dir=args.data_dir, progress=False)
-    scale = run_scale(config, step)
-    note = None
-    if scale != "full":
-        note = f"{scale} scale ({source}, step {step:,}): "
-        note += "not the paper's model"
-    paths = make_figures(
-        model,
-        config.model,
-        args.out,
-        data,
-        labels.digit,
-        jax.random.key(args.seed),
-        note=note,
-        compare=compare,
-        tsne_images=args.tsne_images,
-        force=args.force,
-    )
-    print("\n".join(str(p) for p in paths))
-    return 0

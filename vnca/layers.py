@@ -2,7 +2,7 @@
 # edit the chapter named above each block, then run `python tools/export.py`.
 
 
-# ---- book/vae.md, code cell 2 ----
+# ---- book/vae.md, code cell 3 ----
 """Channels-last convolutions for one image: (height, width, channels)."""
 
 import math

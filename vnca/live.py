@@ -2,7 +2,7 @@
 # edit the chapter named above each block, then run `python tools/export.py`.
 
 
-# ---- book/live.md, code cell 1 ----
+# ---- book/live.md, code cell 2 ----
 """The book's decoders for a web page: `export_for_browser` writes a shipped
 model's update rule, some test digits and their encodings into one file
 that `_static/vnca-live.js` loads, verifies and runs."""
@@ -16,10 +16,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vnca.data import atomic_write, load_binarized_mnist
+from vnca.data import load_binarized_mnist
 from vnca.doubling import DoublingDecoder
+from vnca.files import atomic_write
 from vnca.nondoubling import NonDoublingDecoder
-from vnca.train import whole
 
 # then the SHA-256 of the rest, the header's length (uint32), header, values
 MAGIC = b"VNCAWEB2"
@@ -49,7 +49,7 @@ def rule_tensors(rule) -> dict[str, np.ndarray]:
     return {k: np.asarray(v, np.float32) for k, v in tensors.items()}
 
 
-# ---- book/live.md, code cell 2 ----
+# ---- book/live.md, code cell 3 ----
 def decoder_facts(decoder) -> dict:
     """The decoder's shape, as the page reads it."""
     if not isinstance(decoder, (DoublingDecoder, NonDoublingDecoder)):
@@ -117,7 +117,7 @@ def export_for_browser(
     )
 
 
-# ---- book/live.md, code cell 3 ----
+# ---- book/live.md, code cell 4 ----
 def write_browser_file(
     path, tensors: dict[str, np.ndarray], facts: dict
 ) -> dict:
@@ -187,48 +187,3 @@ def read_browser_file(path) -> tuple[dict, dict[str, np.ndarray]]:
     if not np.isfinite(values).all():
         raise BrowserFileError(f"{path}: some values are NaN or infinite")
     return header, tensors
-
-
-# ---- book/live.md, code cell 5 ----
-def add_export_web_command(commands) -> None:
-    """Add `vnca export-web` to the subcommands of an argparse parser."""
-    command = commands.add_parser(
-        "export-web",
-        help="a shipped model's decoder as a file for a web page",
-        description="Write a shipped model's NCA decoder, some test digits "
-        "and their encodings into one file that _static/vnca-live.js runs.",
-    )
-    command.add_argument("name", help="a shipped model's name")
-    command.add_argument("--out", type=Path, required=True)
-    command.add_argument(
-        "--examples",
-        type=whole(1, MAX_EXAMPLES, "each adds 4 KB to the page's download"),
-        default=8,
-        help=f"test digits to include (default 8, at most {MAX_EXAMPLES})",
-    )
-    command.add_argument(
-        "--force", action="store_true", help="replace --out if it exists"
-    )
-    command.add_argument(
-        "--data-dir", type=Path, help="a folder with the data files"
-    )
-    command.set_defaults(handler=export_web_command)
-
-
-def export_web_command(args) -> int:
-    """Run `vnca export-web`; return the exit status. (An error becomes one
-    line and an exit status in the `vnca` command's `main`.)"""
-    from vnca.data import check_writable, refuse_existing
-
-    check_writable(args.out)  # fail now, not after the work
-    refuse_existing([args.out], force=args.force)
-    data = load_binarized_mnist(args.data_dir)
-    header = export_for_browser(
-        args.name, args.out, data=data, examples=args.examples
-    )
-    size = args.out.stat().st_size / 1024
-    print(
-        f"{args.out}: {header['decoder']['kind']} decoder, "
-        f"{len(header['examples']['test_rows'])} examples, {size:.0f} KB"
-    )
-    return 0

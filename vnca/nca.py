@@ -2,7 +2,7 @@
 # edit the chapter named above each block, then run `python tools/export.py`.
 
 
-# ---- book/nca.md, code cell 1 ----
+# ---- book/nca.md, code cell 2 ----
 """The NCA update rule of the VNCA: one 3x3 convolution to perceive,
 per-cell layers to update, and `run` to apply it for many steps. A state is
 channels-last: (height, width, channels)."""
@@ -19,7 +19,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from vnca.layers import conv2d, elu, uniform_init
 
 
-# ---- book/nca.md, code cell 2 ----
+# ---- book/nca.md, code cell 3 ----
 class Perceive(eqx.Module):
     """A learned 3x3 convolution of the state, zero beyond the edge of the
     grid."""
@@ -38,7 +38,7 @@ class Perceive(eqx.Module):
         return perceive(state, self.weight) + self.bias
 
 
-# ---- book/nca.md, code cell 3 ----
+# ---- book/nca.md, code cell 4 ----
 class PerCell(eqx.Module):
     """A linear layer applied to every cell (a 1x1 convolution), as an
     einsum over channels."""
@@ -82,7 +82,7 @@ class ResidualBlock(eqx.Module):
         return h + self.outer(elu(self.inner(h)))
 
 
-# ---- book/nca.md, code cell 4 ----
+# ---- book/nca.md, code cell 5 ----
 class UpdateRule(eqx.Module):
     """f in s <- s + f(s): perceive (3x3 conv), optionally ELU, residual
     per-cell blocks, and a zero-initialised per-cell output layer."""
@@ -116,7 +116,7 @@ class UpdateRule(eqx.Module):
         return self.output(h)
 
 
-# ---- book/nca.md, code cell 6 ----
+# ---- book/nca.md, code cell 7 ----
 def step(
     rule: UpdateRule,
     state: Float[Array, "h w c"],
@@ -221,6 +221,16 @@ def run(
 
 
 # ---- book/nca.md, code cell 8 ----
+def with_arrays_of(tree, build):
+    """The pytree that `build()` returns, its static fields as `build`
+    makes them, holding the arrays of `tree` (same leaves, same order)."""
+    skeleton = jax.eval_shape(build)
+    return jax.tree.unflatten(
+        jax.tree.structure(skeleton), jax.tree.leaves(tree)
+    )
+
+
+# ---- book/nca.md, code cell 10 ----
 _TARGET = contextvars.ContextVar("vnca_target", default=None)
 
 
@@ -246,7 +256,7 @@ def compiling_for(platform: str):
         jax.clear_caches()
 
 
-# ---- book/nca.md, code cell 9 ----
+# ---- book/nca.md, code cell 11 ----
 TILE = 8  # the side of a tile
 
 

@@ -2,7 +2,7 @@
 # edit the chapter named above each block, then run `python tools/export.py`.
 
 
-# ---- book/doubling.md, code cell 7 ----
+# ---- book/doubling.md, code cell 8 ----
 """The non-doubling VNCA: the latent in every cell of a 32x32 grid, then T
 NCA steps."""
 
@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from vnca.nca import UpdateRule, run
+from vnca.nca import UpdateRule, run, with_arrays_of
 from vnca.vae import VAE, Encoder
 
 
@@ -98,15 +98,13 @@ def sample_steps(key: PRNGKeyArray, config: NonDoublingConfig) -> Array:
     return jax.random.randint(key, (), config.min_steps, config.max_steps + 1)
 
 
-def scanning(model: VAE, steps: int) -> VAE:
+def with_scan_length(model: VAE, steps: int) -> VAE:
     """`model` with its decoder's scans `steps` long, enough for any T up
     to `steps`: the same arrays, so the same gradient."""
     config = replace(model.decoder.config, max_steps=steps)
-    built = jax.eval_shape(
-        lambda: NonDoublingDecoder(config, key=jax.random.key(0))
-    )
-    decoder = jax.tree.unflatten(
-        jax.tree.structure(built), jax.tree.leaves(model.decoder)
+    decoder = with_arrays_of(
+        model.decoder,
+        lambda: NonDoublingDecoder(config, key=jax.random.key(0)),
     )
     return eqx.tree_at(lambda m: m.decoder, model, decoder)
 

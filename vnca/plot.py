@@ -2,7 +2,7 @@
 # edit the chapter named above each block, then run `python tools/export.py`.
 
 
-# ---- book/data.md, code cell 11 ----
+# ---- book/data.md, code cell 12 ----
 """Small plotting helpers shared by the chapters."""
 
 import io
@@ -11,7 +11,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from vnca.data import atomic_write
+from vnca.files import atomic_write
 
 
 def save_figure(fig, path, **options) -> None:

@@ -2,7 +2,7 @@
 # edit the chapter named above each block, then run `python tools/export.py`.
 
 
-# ---- book/laptop.md, code cell 13 ----
+# ---- book/laptop.md, code cell 14 ----
 """Trained models shipped inside the package: a manifest, verified weight
 files, `load(name)`."""
 
@@ -20,8 +20,9 @@ import jax.numpy as jnp
 import vnca
 from vnca import checkpoint
 from vnca.checkpoint import CheckpointError
-from vnca.evaluate import write_record
-from vnca.train import TrainConfig, buildable, load_run
+from vnca.files import write_record
+from vnca.recipes import TrainConfig
+from vnca.runs import buildable, checkpoint_path, load_run
 from vnca.vae import VAE
 
 # inside the installed package
@@ -171,7 +172,7 @@ def load(name: str, folder: str | Path | None = None) -> VAE:
     return load_with_entry(name, folder)[0]
 
 
-# ---- book/laptop.md, code cell 14 ----
+# ---- book/laptop.md, code cell 15 ----
 def ship(
     name: str,
     run: str | Path,
@@ -313,7 +314,7 @@ def resolve(run_or_name: str | Path) -> tuple[VAE, TrainConfig, int, str]:
             entry["step"],
             f"shipped model {run_or_name}",
         )
-    path = path / "checkpoint.vnca" if path.is_dir() else path
+    path = checkpoint_path(path)
     if "recipe" in checkpoint.read_metadata(path):  # a shipped model's file
         model, header = load_file(path)
         config, _ = buildable(path, header["recipe"])

@@ -2,24 +2,24 @@
 # edit the chapter named above each block, then run `python tools/export.py`.
 
 
-# ---- book/data.md, code cell 1 ----
+# ---- book/data.md, code cell 2 ----
 """How large a run the book's chapters make: `smoke` (minutes) or `full`
 (the paper's scale), and where a full run keeps its checkpoints."""
 
 import os
 from pathlib import Path
 
-PROFILES = ("smoke", "full")
+CHAPTER_PROFILES = ("smoke", "full")
 
 
 def current_profile() -> str:
     """`$VNCA_PROFILE` if set, else `smoke` on any machine: the paper's
     scale is a choice."""
     value = os.environ.get("VNCA_PROFILE", "").strip().lower() or "smoke"
-    if value not in PROFILES:
+    if value not in CHAPTER_PROFILES:
         raise ValueError(
             f"VNCA_PROFILE is {value!r}; expected "
-            f"one of: {', '.join(PROFILES)}"
+            f"one of: {', '.join(CHAPTER_PROFILES)}"
         )
     return value
 
@@ -27,10 +27,10 @@ def current_profile() -> str:
 def by_profile(*, smoke, full, profile: str | None = None):
     """The value for the current profile (or for `profile`, if given)."""
     profile = profile or current_profile()
-    if profile not in PROFILES:
+    if profile not in CHAPTER_PROFILES:
         raise ValueError(
             f"unknown profile {profile!r}; expected "
-            f"one of: {', '.join(PROFILES)}"
+            f"one of: {', '.join(CHAPTER_PROFILES)}"
         )
     return smoke if profile == "smoke" else full
 

@@ -17,8 +17,10 @@ import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vnca.evaluate import batch_bounds
+from vnca.memory import compiled_bytes
 from vnca.nca import compiling_for
-from vnca.train import TrainConfig, compiled_bytes, init_state, train_steps
+from vnca.recipes import TrainConfig
+from vnca.step import init_state, train_steps
 
 
 def _abstract(tree, mesh: Mesh, spec: PartitionSpec):

@@ -2,7 +2,7 @@
 # edit the chapter named above each block, then run `python tools/export.py`.
 
 
-# ---- book/vae.md, code cell 1 ----
+# ---- book/vae.md, code cell 2 ----
 """The variational autoencoder around every decoder of the book: the
 encoder, the Bernoulli likelihood, the KL to the prior, the single-sample
 ELBO and the importance-weighted bound."""
@@ -18,7 +18,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from vnca.layers import Conv, elu
 
 
-# ---- book/vae.md, code cell 3 ----
+# ---- book/vae.md, code cell 4 ----
 ENCODER_CHANNELS = (1, 32, 64, 128, 256, 512)
 ENCODER_STRIDES = (1, 2, 2, 2, 2)
 
@@ -69,7 +69,7 @@ def parameter_count(model) -> int:
     )
 
 
-# ---- book/vae.md, code cell 5 ----
+# ---- book/vae.md, code cell 6 ----
 def reparameterise(
     key: PRNGKeyArray, mean: Float[Array, " z"], log_scale: Float[Array, " z"]
 ) -> Float[Array, " z"]:
@@ -110,7 +110,7 @@ def kl_to_standard_normal(
     return 0.5 * jnp.sum(mean**2 + jnp.exp(2 * log_scale) - 1 - 2 * log_scale)
 
 
-# ---- book/vae.md, code cell 6 ----
+# ---- book/vae.md, code cell 7 ----
 class VAE(eqx.Module):
     """An encoder q(z|x) and a decoder z -> logits of p(x|z). The decoder is
     called as `decoder(z, key=..., steps=...)`; decoders that need neither
@@ -152,7 +152,7 @@ def batch_elbo(
     return Terms(*(t.mean() for t in terms))
 
 
-# ---- book/vae.md, code cell 7 ----
+# ---- book/vae.md, code cell 8 ----
 def log_importance_weights(
     model: VAE,
     x: Float[Array, "32 32"],

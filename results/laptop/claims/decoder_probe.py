@@ -19,6 +19,10 @@ from vnca.data import batches, load_binarized_mnist
 from vnca.nondoubling import NonDoublingConfig, nondoubling_vnca, sample_steps
 from vnca.vae import bernoulli_log_likelihood
 
+from vnca.devices import use_cpu_cores
+
+use_cpu_cores()  # one JAX device per core, as the `vnca` command does (importing vnca does not)
+
 p = argparse.ArgumentParser()
 p.add_argument("--hidden", type=int, default=32)
 p.add_argument("--steps", type=int, default=2000)

@@ -7,6 +7,10 @@ import sys
 import patches
 from vnca import cli
 
+from vnca.devices import use_cpu_cores
+
+use_cpu_cores()  # one JAX device per core, as the `vnca` command does (importing vnca does not)
+
 args = patches.saved(sys.argv[1])
 if args is not None:
     args.warm = ""

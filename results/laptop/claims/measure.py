@@ -21,18 +21,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vnca import classifier as classifier_module
 from vnca import figures, pretrained
-from vnca.data import load_binarized_mnist, load_mnist, recover_labels
+from vnca.data import load_binarized_mnist
+from vnca.labels import load_mnist, recover_labels
 from vnca.nca import step
 from vnca.nondoubling import NonDoublingDecoder
 from vnca.pool import damage
 from vnca.vae import bernoulli_log_likelihood
 
+from vnca.devices import use_cpu_cores
+
+use_cpu_cores()  # one JAX device per core, as the `vnca` command does (importing vnca does not)
+
 
 def load(name):
     if Path(name).exists():
         import patches
-        from vnca.train import CHECKPOINT, load_run
+        from vnca.runs import CHECKPOINT, load_run
         args = patches.saved(name)
         if args is not None:
             args.warm = ""
@@ -78,7 +84,7 @@ def main():
     data = load_binarized_mnist()
     labels = np.asarray(recover_labels("test", progress=False).digit)
     grey, digits = load_mnist("train")
-    classifier = figures.digit_classifier(grey, digits)
+    classifier = classifier_module.digit_classifier(grey, digits)
     rows = np.random.default_rng(3).choice(len(data.test), a.images, replace=False)
     x = data.test[rows].astype(np.float32)
     means = figures.encode(model, x)[0]
@@ -91,8 +97,8 @@ def main():
     out = {"model": a.model, "images": a.images, "classifier_reads_input": read_input,
            "classifier_reads_reconstruction": read_recon,
            "agreement_ratio": read_recon / read_input}
-    q = figures.sample_quality(model, classifier, jax.random.key(10))
-    tq = figures.classified(classifier, data.test[np.random.default_rng(3).choice(len(data.test), 2000, replace=False)])
+    q = classifier_module.sample_quality(model, classifier, jax.random.key(10))
+    tq = classifier_module.classified(classifier, data.test[np.random.default_rng(3).choice(len(data.test), 2000, replace=False)])
     out["samples_confident"] = q["confident"]
     out["samples_digits"] = [round(float(v), 3) for v in q["digits"]]
     out["test_confident"] = tq["confident"]

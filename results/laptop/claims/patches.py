@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import optax
 
 import vnca.pool
+import vnca.step as step
 import vnca.train as train
 
 
@@ -24,7 +25,7 @@ def saved(run) -> SimpleNamespace | None:
 
 def apply(a, steps: int):
     if a.schedule == "cosine":  # what vnca's final_learning_rate and decay_steps now do
-        train.config_optimiser = lambda config: train.optimiser(
+        step.config_optimiser = lambda config: step.optimiser(
             config.learning_rate, config.clip_norm, steps, config.learning_rate * a.final_lr)
 
     if a.pool_fresh != 4:
@@ -46,25 +47,30 @@ def apply(a, steps: int):
             return Terms(terms.log_likelihood - kl, terms.log_likelihood, kl), final, target
         vnca.pool.pooled_elbo = pooled_elbo
 
+    if getattr(a, "clip_hidden", None):  # runs before this flag have no such field
+        import vnca.nca
+        plain_step, bound = vnca.nca.step, a.clip_hidden
+
+        def clipped_step(rule, state, key=None, update_probability=1.0, active=None):
+            new = plain_step(rule, state, key, update_probability, active)
+            return new.at[..., 1:].set(jnp.clip(new[..., 1:], -bound, bound))
+        vnca.nca.step = clipped_step
+        vnca.pool.step = clipped_step  # the pool's regrowth measurements step too
+
     if a.warm:
-        plain_init = train.init_state
+        from vnca.runs import CHECKPOINT, load_run
+        plain_init = train.init_state  # what `fit` starts a new run with
 
         def init_state(config):
             state = plain_init(config)
-            train.init_state = plain_init  # loading builds skeletons with init_state too
-            try:
-                if Path(a.warm).exists():
-                    model = train.load_run(Path(a.warm) / train.CHECKPOINT)[0].model
-                else:
-                    from vnca import pretrained
-                    model = pretrained.load(a.warm)
-            finally:
-                train.init_state = init_state
-            import jax
+            if Path(a.warm).exists():
+                model = load_run(Path(a.warm) / CHECKPOINT)[0].model
+            else:
+                from vnca import pretrained
+                model = pretrained.load(a.warm)
             leaves = jax.tree.leaves(model)
             if [x.shape for x in leaves] != [x.shape for x in jax.tree.leaves(state.model)]:
                 raise ValueError(f"--warm {a.warm}: other shapes than this model's")
             return eqx.tree_at(lambda s: s.model, state,
                                jax.tree.unflatten(jax.tree.structure(state.model), leaves))
         train.init_state = init_state
-

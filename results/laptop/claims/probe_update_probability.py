@@ -13,7 +13,12 @@ import numpy as np
 import patches
 from vnca import claims
 from vnca.data import load_binarized_mnist
-from vnca.train import CHECKPOINT, MODELS, load_run
+from vnca.recipes import MODELS
+from vnca.runs import CHECKPOINT, load_run
+
+from vnca.devices import use_cpu_cores
+
+use_cpu_cores()  # one JAX device per core, as the `vnca` command does (importing vnca does not)
 
 run = sys.argv[1]
 args = patches.saved(run)

@@ -7,7 +7,8 @@ does not have yet is patched in here, and moves into the chapters once a run jus
   (the recipe's pool: 4 of 8), damage every 4th row as before; the pool is shuffled whole;
 - --pool-kl detached: a pool row's KL term sends no gradient to the encoder (its
   reconstruction term sends none: its state was grown from an earlier z);
-- --warm NAME|RUN: start from a shipped model's or a run's weights (the decoder and encoder).
+- --warm NAME|RUN: start from a shipped model's or a run's weights (the decoder and encoder);
+- --clip-hidden C: every NCA step clips the hidden channels to +-C (the model changes: at test too).
 
     python run.py nondoubling --out runs/x --steps 4000 --warm nondoubling-laptop --pool-fresh 1
 """
@@ -18,7 +19,12 @@ from pathlib import Path
 import json
 
 import patches
-from vnca.train import fit, train_config
+from vnca.recipes import train_config
+from vnca.train import fit
+
+from vnca.devices import use_cpu_cores
+
+use_cpu_cores()  # one JAX device per core, as the `vnca` command does (importing vnca does not)
 
 p = argparse.ArgumentParser()
 p.add_argument("model")
@@ -39,6 +45,9 @@ p.add_argument("--update-probability", type=float,
                "checkpoint: 0.5)")
 p.add_argument("--t-range", type=int, nargs=3, metavar=("MIN", "MAX", "TEST"),
                help="the non-doubling model's training range of T and its test T")
+p.add_argument("--clip-hidden", type=float,
+               help="clip the hidden channels (1 on) to +-this after every NCA step, at training "
+               "and at test: a bound at every step of a long run, not only on training's final grids")
 p.add_argument("--batch", type=int)
 p.add_argument("--resume", action="store_true")
 p.add_argument("--set", nargs="*", default=[], help="TrainConfig field=value (int/float/str)")

@@ -6,8 +6,12 @@ import equinox as eqx, jax, jax.numpy as jnp, numpy as np, optax
 from vnca import pretrained
 from vnca.data import load_binarized_mnist, batches
 from vnca.nondoubling import NonDoublingConfig, nondoubling_vnca, sample_steps
+from vnca.step import optimiser
 from vnca.vae import reparameterise, bernoulli_log_likelihood
-from vnca.train import optimiser
+
+from vnca.devices import use_cpu_cores
+
+use_cpu_cores()  # one JAX device per core, as the `vnca` command does (importing vnca does not)
 
 steps = int(sys.argv[1])
 cfg = NonDoublingConfig(latent=32, hidden=int(sys.argv[2]) if len(sys.argv) > 2 else 32, min_steps=28,
