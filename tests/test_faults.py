@@ -19,6 +19,7 @@ import pytest
 
 from vnca import checkpoint
 from vnca import data as D
+from vnca import files as files_module
 from vnca import labels as labels_module
 from vnca.checkpoint import CheckpointError
 from vnca.cli import main
@@ -185,11 +186,11 @@ def test_a_failed_checkpoint_write_keeps_the_last_good_one(tmp_path, data_dir, m
 def test_explain_names_the_path_and_what_to_do(tmp_path):
     target = tmp_path / "record.json"
     with pytest.raises(IsADirectoryError) as caught:
-        D.check_writable(tmp_path)
-    assert "a folder, where a file is needed" in D.explain(caught.value)
+        files_module.check_writable(tmp_path)
+    assert "a folder, where a file is needed" in files_module.explain(caught.value)
     err = OSError(errno.EROFS, os.strerror(errno.EROFS), str(target))
-    assert D.explain(err) == f"Read-only file system: {target} (a read-only file system: choose another folder)"
-    assert D.check_writable(target) == target and not list(tmp_path.iterdir())  # the probe left nothing
+    assert files_module.explain(err) == f"Read-only file system: {target} (a read-only file system: choose another folder)"
+    assert files_module.check_writable(target) == target and not list(tmp_path.iterdir())  # the probe left nothing
 
 
 # ------------------------------------------------- 6. SIGKILL during a checkpoint write, then resume
@@ -198,6 +199,8 @@ KILLER = textwrap.dedent("""
     import os, signal, sys
     from pathlib import Path
     import numpy as np
+    from vnca.devices import use_cpu_cores
+    use_cpu_cores()  # as this test's own process (conftest): the same devices, the same numbers
     from vnca import checkpoint
     from vnca.data import BinarizedMNIST, load_binarized_mnist
     from vnca.recipes import train_config
@@ -348,12 +351,12 @@ def test_first_of_digits_is_the_first():
 def test_an_atomically_written_file_has_the_mode_a_plain_write_gives(tmp_path):
     # mkstemp's files are private (0600): a record written that way was unreadable to others
     (tmp_path / "plain.json").write_text("{}")
-    D.atomic_write(tmp_path / "atomic.json", b"{}")
+    files_module.atomic_write(tmp_path / "atomic.json", b"{}")
     mode = (tmp_path / "atomic.json").stat().st_mode & 0o777
     assert mode == (tmp_path / "plain.json").stat().st_mode & 0o777
     old = os.umask(0o077)  # and it follows the umask, as open() does
     try:
-        D.atomic_write(tmp_path / "private.json", b"{}")
+        files_module.atomic_write(tmp_path / "private.json", b"{}")
     finally:
         os.umask(old)
     assert (tmp_path / "private.json").stat().st_mode & 0o777 == 0o600

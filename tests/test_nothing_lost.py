@@ -29,6 +29,7 @@ import vnca.train
 from conftest import VNCA, vnca_command
 from vnca import checkpoint, pretrained
 from vnca import data as D
+from vnca import files as files_module
 from vnca.checkpoint import CheckpointError
 from vnca.cli import main
 from vnca.doubling import DoublingConfig
@@ -401,9 +402,9 @@ def test_a_failed_temporary_file_is_reported_as_the_file_asked_for(tmp_path, mon
 
     monkeypatch.setattr(tempfile, "mkstemp", refused)
     with pytest.raises(PermissionError) as caught:
-        D.atomic_write(tmp_path / "record.json", b"{}")
+        files_module.atomic_write(tmp_path / "record.json", b"{}")
     assert caught.value.filename == str(tmp_path / "record.json")
-    assert "no permission" in D.explain(caught.value) and ".part" not in D.explain(caught.value)
+    assert "no permission" in files_module.explain(caught.value) and ".part" not in files_module.explain(caught.value)
 
 
 def test_a_failed_new_run_leaves_nothing_behind(tmp_path, data, monkeypatch):

@@ -67,7 +67,7 @@ def stand_ins(monkeypatch):
         return model, config, 10, "shipped model doubling-laptop"
 
     def evaluate_model(model, config, step, source, *, samples, images, seed, chunk, batch_size, **_):
-        assert 1 <= samples <= vnca.evaluate.MAX_SAMPLES and 0 <= seed <= MAX_SEED
+        assert 1 <= samples <= vnca.cli.MAX_SAMPLES and 0 <= seed <= MAX_SEED
         assert chunk is None or chunk >= 1 and batch_size is None or batch_size >= 1
         raise Reached
 

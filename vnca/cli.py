@@ -2,97 +2,21 @@
 # edit the chapter named above each block, then run `python tools/export.py`.
 
 
-# ---- book/train.md, code cell 15 ----
-"""The `vnca` command: `vnca train` (the training chapter), `vnca
+# ---- book/train.md, code cell 16 ----
+"""The `vnca` commands: `vnca train` (the training chapter), `vnca
 evaluate`, `vnca figures` and `vnca export-web` (the chapters that write
-them), gathered by `main` (the experiments chapter)."""
+them), and the parser that gathers them (the experiments chapter)."""
 
-import argparse
 import dataclasses
 import sys
 from pathlib import Path
 
-from vnca.checkpoint import CheckpointError
+from vnca.arguments import add_shared, positive_int, probability, seed, whole
 from vnca.data import load_binarized_mnist
 from vnca.plot import save_figure
-from vnca.recipes import (
-    MAX_SEED,
-    MODELS,
-    PROFILES,
-    full_run_notice,
-    train_config,
-)
+from vnca.recipes import MODELS, PROFILES, full_run_notice, train_config
 from vnca.runs import CHECKPOINT, last_good, plot_metrics
 from vnca.train import StopRequest, fit
-
-
-def whole(low: int, high: int | None = None, why: str = ""):
-    """An argparse type: a whole number from `low` to `high` (None: no
-    limit); `why` says why the limits are what they are."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or value < low or (high is not None and value > high):
-            limits = f"least {low:,}" + (
-                f" and at most {high:,}" if high is not None else ""
-            )
-            raise argparse.ArgumentTypeError(
-                f"must be a whole number of at {limits}"
-                + (f" ({why})" if why else "")
-                + f", got {text}"
-            )
-        return value
-
-    parse.__name__ = "whole number"  # what argparse calls it
-    return parse
-
-
-positive_int = whole(1)
-seed = whole(0, MAX_SEED, "JAX's seeds are 32-bit")
-
-# Arguments that several commands take, defined once: the name, then
-# add_argument's own arguments.
-SHARED = {
-    "run": (
-        ["run"],
-        dict(
-            type=Path,
-            metavar="RUN_CHECKPOINT_OR_NAME",
-            help="a run folder, a checkpoint file, or a shipped model's name",
-        ),
-    ),
-    "seed": (["--seed"], dict(type=seed, default=0)),
-    "data-dir": (
-        ["--data-dir"],
-        dict(
-            type=Path,
-            help="a folder with the data files (else $VNCA_DATA_DIR, else "
-            "download)",
-        ),
-    ),
-    "no-progress": (
-        ["--no-progress"],
-        dict(action="store_true", help="no progress bar"),
-    ),
-}
-
-
-def add_shared(command, *names: str) -> None:
-    """Add the SHARED arguments `names` to a command's parser."""
-    for name in names:
-        flags, options = SHARED[name]
-        command.add_argument(*flags, **options)
-
-
-def probability(text: str) -> float:
-    """An argparse type: a number in (0, 1]."""
-    value = float(text)
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
-    return value
 
 
 def add_train_command(commands) -> None:
@@ -330,7 +254,11 @@ def train_command(args) -> int:
 
 # ---- book/evaluate.md, code cell 9 ----
 import json
+import sys
+from pathlib import Path
 
+from vnca.arguments import add_shared, positive_int, whole
+from vnca.data import load_binarized_mnist
 from vnca.evaluate import check_images, evaluate_model
 from vnca.files import check_writable, refuse_existing, write_record
 from vnca.runs import checkpoint_path
@@ -439,8 +367,11 @@ def evaluate_command(args) -> int:
 
 
 # ---- book/experiments.md, code cell 27 ----
+from pathlib import Path
+
 import jax
 
+from vnca.arguments import add_shared, whole
 from vnca.figures import TSNE_MIN, make_figures
 
 
@@ -515,13 +446,20 @@ def figures_command(args) -> int:
 
 
 # ---- book/experiments.md, code cell 28 ----
+import argparse
+
 from vnca import __version__
+from vnca.checkpoint import CheckpointError
 from vnca.data import DataError
 from vnca.files import report
 from vnca.runs import RunInUse
 
 
 def parser() -> argparse.ArgumentParser:
+    # The commands come from four chapters' cells of this module, the live
+    # chapter's after this one: found when called, not when defined.
+    from vnca import cli
+
     root = argparse.ArgumentParser(
         prog="vnca", description="Variational Neural Cellular Automata in JAX."
     )
@@ -529,10 +467,10 @@ def parser() -> argparse.ArgumentParser:
         "--version", action="version", version=f"vnca {__version__}"
     )
     commands = root.add_subparsers(dest="command", required=True)
-    add_train_command(commands)
-    add_evaluate_command(commands)
-    add_figures_command(commands)
-    add_export_web_command(commands)
+    cli.add_train_command(commands)
+    cli.add_evaluate_command(commands)
+    cli.add_figures_command(commands)
+    cli.add_export_web_command(commands)
     return root
 
 
@@ -558,6 +496,11 @@ def main(argv=None) -> int:
 
 
 # ---- book/live.md, code cell 6 ----
+from pathlib import Path
+
+from vnca.arguments import add_shared, whole
+from vnca.data import load_binarized_mnist
+from vnca.files import check_writable, refuse_existing
 from vnca.live import MAX_EXAMPLES, export_for_browser
 
 

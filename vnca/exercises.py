@@ -281,7 +281,7 @@ def check_doubling(fn) -> bool:
     )
 
 
-# ---- book/train.md, code cell 16 ----
+# ---- book/train.md, code cell 17 ----
 import jax.numpy as jnp
 import numpy as np
 

@@ -128,6 +128,22 @@ class TrainConfig:
                 "model_config must be a "
                 f"{MODELS[self.model][0].__name__} for {self.model!r}"
             )
+        # widths and counts: a header written by hand could say anything,
+        # and XLA's error about a negative width names no field
+        for f in dataclasses.fields(self.model_config):
+            value = getattr(self.model_config, f.name)
+            if isinstance(f.default, bool) or not isinstance(f.default, int):
+                continue
+            low = 0 if f.name == "residual_blocks" else 1
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int)
+                or value < low
+            ):
+                raise ValueError(
+                    f"model_config.{f.name} must be a whole number of at "
+                    f"least {low}, got {value!r}"
+                )
         for name in (
             "batch_size",
             "steps",
