@@ -82,15 +82,16 @@ def test_the_compilation_cache_is_kept_per_jax_version_in_vncas_cache(tmp_path):
     import jax
 
     folder = tmp_path / "compiled" / f"jax-{jax.__version__}"
-    assert cache_after(SETTINGS, VNCA_CACHE_DIR=str(tmp_path)).splitlines() == [str(folder)] * 2
+    on = dict(VNCA_CACHE_DIR=str(tmp_path), VNCA_COMPILATION_CACHE="1")
+    assert cache_after(SETTINGS, **on).splitlines() == [str(folder)] * 2
 
 
-def test_the_compilation_cache_can_be_turned_off_and_a_chosen_one_is_kept(tmp_path):
-    assert cache_after(SETTINGS, VNCA_CACHE_DIR=str(tmp_path), VNCA_COMPILATION_CACHE="0").splitlines() == \
-        ["None", "None"]
+def test_the_compilation_cache_is_off_unless_asked_for_and_a_chosen_one_is_kept(tmp_path):
+    for off in ({}, {"VNCA_COMPILATION_CACHE": "0"}):
+        assert cache_after(SETTINGS, VNCA_CACHE_DIR=str(tmp_path), **off).splitlines() == ["None", "None"]
     mine = str(tmp_path / "mine")
-    assert cache_after(SETTINGS, VNCA_CACHE_DIR=str(tmp_path), JAX_COMPILATION_CACHE_DIR=mine).splitlines() == \
-        ["None", mine]
+    assert cache_after(SETTINGS, VNCA_CACHE_DIR=str(tmp_path), VNCA_COMPILATION_CACHE="1",
+                       JAX_COMPILATION_CACHE_DIR=mine).splitlines() == ["None", mine]
 
 
 def test_a_second_process_loads_a_compiled_program_from_the_cache(tmp_path):
@@ -101,7 +102,7 @@ def test_a_second_process_loads_a_compiled_program_from_the_cache(tmp_path):
             "from jax._src import monitoring\nhits = []\n"
             "monitoring.register_event_listener(lambda e, **k: hits.append(e) if 'cache_hits' in e else None)\n"
             "jax.jit(lambda x: jnp.sin(x) * 2)(jnp.ones(3)).block_until_ready()\nprint(len(hits))")
-    first = cache_after(code, VNCA_CACHE_DIR=str(tmp_path))
+    first = cache_after(code, VNCA_CACHE_DIR=str(tmp_path), VNCA_COMPILATION_CACHE="1")
     assert list((tmp_path / "compiled").rglob("*")), "nothing written"
-    second = cache_after(code, VNCA_CACHE_DIR=str(tmp_path))
+    second = cache_after(code, VNCA_CACHE_DIR=str(tmp_path), VNCA_COMPILATION_CACHE="1")
     assert first == "0" and int(second) >= 1  # the jitted function, and jnp.ones

@@ -81,12 +81,13 @@ def use_cpu_cores(count: int | None = None) -> int | None:
 
 
 def use_compilation_cache(folder: Path | None = None) -> Path | None:
-    """Keep JAX's compiled programs on disk, so that a later process that
-    compiles the same program loads it instead; in `folder` (default: a
-    folder per JAX version in vnca's cache). Returns the folder, or None
-    if it left JAX alone: $VNCA_COMPILATION_CACHE is 0, or a cache is
-    already chosen ($JAX_COMPILATION_CACHE_DIR, or JAX's setting)."""
-    if os.environ.get("VNCA_COMPILATION_CACHE", "1").strip() == "0":
+    """Where $VNCA_COMPILATION_CACHE is 1, keep JAX's compiled programs on
+    disk, so that a later process that compiles the same program loads it
+    instead; in `folder` (default: a folder per JAX version in vnca's
+    cache). Returns the folder, or None if it left JAX alone: not asked
+    for, or a cache already chosen ($JAX_COMPILATION_CACHE_DIR, or JAX's
+    setting). Off by default: see the chapter for why."""
+    if os.environ.get("VNCA_COMPILATION_CACHE", "0").strip() != "1":
         return None
     import jax
 

@@ -21,7 +21,7 @@ def main(argv=None) -> int:
     except DeviceSettingError as err:  # a setting to change, not a bug
         print(f"vnca: error: {err}", file=sys.stderr)
         return 2
-    use_compilation_cache()  # the next run's first step in seconds
+    use_compilation_cache()  # where VNCA_COMPILATION_CACHE=1 asks for it
     from vnca import cli  # JAX starts here, its devices chosen
 
     return cli.main(argv)
