@@ -60,13 +60,40 @@ SHARDED = textwrap.dedent("""
         one = image_bounds(model, images, key, samples=12, chunk=12, indices=indices, batch_size=3,
                            mesh=data_mesh(jax.devices()[:1]))
         alone = image_bounds(model, images[5:6], key, samples=12, indices=indices[5:6], batch_size=8)
+        few = image_bounds(model, images[:3], key, samples=12, indices=indices[:3])  # 3 of 8 devices
         print(name, expected[:3], eight[:3])
         np.testing.assert_allclose(eight, expected, rtol=2e-5, atol=1e-3)
         np.testing.assert_allclose(one, expected, rtol=2e-5, atol=1e-3)
         np.testing.assert_allclose(alone, expected[5:6], rtol=2e-5, atol=1e-3)
+        np.testing.assert_allclose(few, expected[:3], rtol=2e-5, atol=1e-3)
         assert np.ptp(expected) > 1.0  # the images differ, so a mix-up of keys or rows would show
     print("ok")
 """)
+
+
+def test_a_few_images_take_a_batch_and_devices_they_fill(monkeypatch):
+    """One image is a batch of one on one device; three on two devices a batch of four (two per
+    device), not the default batch of eight padded with blanks."""
+    import jax
+    import vnca.evaluate
+    from vnca.doubling import DoublingConfig, doubling_vnca
+
+    assert jax.device_count() == 2  # the tests' devices: one per core (conftest)
+    model = doubling_vnca(DoublingConfig(latent=4, hidden=4, residual_blocks=0, encoder_width=2),
+                          key=jax.random.key(0))
+    seen = []
+    plain = vnca.evaluate.batch_bounds
+
+    def recorded(model, images, indices, *rest):
+        seen.append((images.shape[0], len(images.sharding.device_set)))
+        return plain(model, images, indices, *rest)
+
+    monkeypatch.setattr(vnca.evaluate, "batch_bounds", recorded)
+    images = np.zeros((3, 32, 32), np.float32)
+    vnca.evaluate.image_bounds(model, images[:1], jax.random.key(1), samples=2)
+    assert seen == [(1, 1)]
+    vnca.evaluate.image_bounds(model, images, jax.random.key(1), samples=2)
+    assert seen[1:] == [(4, 2)]
 
 
 def test_chunked_sharded_bounds_equal_a_direct_computation():

@@ -74,8 +74,13 @@ def image_bounds(
         raise ValueError(
             f"samples and chunk must be at least 1, got {samples} and {chunk}"
         )
-    mesh = mesh or data_mesh()
-    batch_size = batch_size or (4 if cpu else 8) * mesh.size
+    n = len(images)
+    # Fewer images than devices or than a batch: as many devices as images
+    # and a batch no larger than they need (one image: one device, batch 1)
+    devices = jax.local_devices()
+    mesh = mesh or data_mesh(devices[: max(1, min(n, len(devices)))])
+    per_device = -(-max(n, 1) // mesh.size)
+    batch_size = batch_size or min(4 if cpu else 8, per_device) * mesh.size
     if batch_size % mesh.size:
         raise ValueError(
             f"batch_size {batch_size} is not a "
@@ -87,7 +92,6 @@ def image_bounds(
     )
     if len(indices) != len(images):
         raise ValueError(f"{len(indices)} indices for {len(images)} images")
-    n = len(images)
     padded = -(-n // batch_size) * batch_size
     images = np.concatenate(
         [images, np.zeros((padded - n, *images.shape[1:]), np.float32)]

@@ -25,7 +25,7 @@ from vnca import classifier as classifier_module
 from vnca import figures, pretrained
 from vnca.data import load_binarized_mnist
 from vnca.labels import load_mnist, recover_labels
-from vnca.nca import step
+import vnca.nca
 from vnca.nondoubling import NonDoublingDecoder
 from vnca.pool import damage
 from vnca.vae import bernoulli_log_likelihood
@@ -60,7 +60,8 @@ def scores_over_time(model, images, key, steps, damage_at=None, every=1):
             keys = jax.random.split(k, steps + 1)
 
             def body(state, t):
-                state = step(decoder.rule, state, keys[1 + t], decoder.config.update_probability)
+                # vnca.nca.step looked up here: a run's --clip-hidden patches it
+                state = vnca.nca.step(decoder.rule, state, keys[1 + t], decoder.config.update_probability)
                 if damage_at is not None:
                     state = jnp.where(t + 1 == damage_at, damage(state, keys[0]), state)
                 return state, bernoulli_log_likelihood(state[..., 0], x)

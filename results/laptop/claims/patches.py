@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+import vnca.nca
 import vnca.pool
 import vnca.step as step
 import vnca.train as train
@@ -36,7 +37,6 @@ def apply(a, steps: int):
         vnca.pool.pool_groups = lambda pool_size, batch_size, pattern=None: 1
 
     if a.pool_kl == "detached":
-        import jax
         from vnca.vae import Terms
         paper_pooled_elbo = vnca.pool.pooled_elbo
 
@@ -47,8 +47,52 @@ def apply(a, steps: int):
             return Terms(terms.log_likelihood - kl, terms.log_likelihood, kl), final, target
         vnca.pool.pooled_elbo = pooled_elbo
 
+    if getattr(a, "seed_probability", None):  # runs before this flag have no such field
+        plain_rows, chance = vnca.pool.pooled_rows, a.seed_probability
+
+        def pooled_rows(pool, x, key, damage_key, with_damage=True, pattern=None):
+            """Every row continues a pool entry (damaged: every 4th) but for a random
+            `chance` of rows, which start from a seed: entries live 1/chance visits."""
+            rows = plain_rows(pool, x, key, damage_key, with_damage, "PPPD")
+            fresh = jax.random.uniform(jax.random.fold_in(damage_key, 7), (x.shape[0],)) < chance
+            return rows[:3] + (rows[3] & ~fresh, rows[4] & ~fresh) + rows[5:]
+        vnca.pool.pooled_rows = pooled_rows
+        vnca.step.pooled_rows = pooled_rows  # the step imports it by name
+
+    if getattr(a, "seed_write", None):  # runs before this flag have no such field
+        plain_return, chance = vnca.pool.return_to_pool, a.seed_write
+
+        def return_to_pool(pool, targets, finals, key, sharding=None, pattern=vnca.pool.PAPER_PATTERN):
+            """A seed row's grown state replaces its slot's entry only with probability
+            `chance` (always while the slot is empty): entries live longer, while the batch
+            still grows as many rows from seeds."""
+            b = targets.shape[0]
+            pool_row, _ = vnca.pool.pool_rows(b, pattern)
+            old_targets = vnca.pool._slots(pool.targets, b)
+            old_states = vnca.pool._slots(pool.states, b)
+            lucky = jax.random.uniform(jax.random.fold_in(key, 11), (b,)) < chance
+            write = pool_row | ~vnca.pool._slots(pool.filled, b) | lucky
+            targets = jnp.where(write[:, None, None], targets, old_targets)
+            finals = jnp.where(write[:, None, None, None], finals, old_states)
+            return plain_return(pool, targets, finals, key, sharding, pattern)
+        vnca.pool.return_to_pool = return_to_pool
+        vnca.step.return_to_pool = return_to_pool  # the step imports it by name
+
+    if getattr(a, "rest_penalty", None):  # runs before this flag have no such field
+        from vnca.vae import Terms
+        inner, weight = vnca.pool.pooled_elbo, a.rest_penalty
+
+        def pooled_elbo(model, *args):
+            """The ELBO less `weight` times the squared update the rule proposes at the final
+            grid (summed over cells and channels): a grown digit should be at rest."""
+            terms, final, target = inner(model, *args)
+            # in the reconstruction term, as `detached_pool_kl` rebuilds the ELBO from the
+            # two terms: the logged terms include it (measure.py measures without it)
+            rest = weight * jnp.sum(model.decoder.rule(final) ** 2)
+            return Terms(terms.elbo - rest, terms.log_likelihood - rest, terms.kl), final, target
+        vnca.pool.pooled_elbo = pooled_elbo
+
     if getattr(a, "clip_hidden", None):  # runs before this flag have no such field
-        import vnca.nca
         plain_step, bound = vnca.nca.step, a.clip_hidden
 
         def clipped_step(rule, state, key=None, update_probability=1.0, active=None):

@@ -8,6 +8,10 @@ does not have yet is patched in here, and moves into the chapters once a run jus
 - --pool-kl detached: a pool row's KL term sends no gradient to the encoder (its
   reconstruction term sends none: its state was grown from an earlier z);
 - --warm NAME|RUN: start from a shipped model's or a run's weights (the decoder and encoder);
+- --seed-probability P: rows start from a seed at random with probability P, the rest
+  continue pool entries (every 4th damaged): long-lived entries without a fixed pattern;
+- --rest-penalty L: the loss adds L times the squared update at the final grid;
+- --seed-write Q: a seed row's result enters the pool with probability Q only;
 - --clip-hidden C: every NCA step clips the hidden channels to +-C (the model changes: at test too).
 
     python run.py nondoubling --out runs/x --steps 4000 --warm nondoubling-laptop --pool-fresh 1
@@ -48,6 +52,15 @@ p.add_argument("--t-range", type=int, nargs=3, metavar=("MIN", "MAX", "TEST"),
 p.add_argument("--clip-hidden", type=float,
                help="clip the hidden channels (1 on) to +-this after every NCA step, at training "
                "and at test: a bound at every step of a long run, not only on training's final grids")
+p.add_argument("--seed-probability", type=float,
+               help="every row continues a pool entry but for this random share, which starts from "
+               "a seed (pool entries live 1/this visits on average; the patterns: 1/2 or 1/8)")
+p.add_argument("--rest-penalty", type=float,
+               help="subtract this times the squared update the rule proposes at each row's final "
+               "grid from its ELBO (a grown digit at rest)")
+p.add_argument("--seed-write", type=float,
+               help="a seed row's grown state replaces its pool slot's entry only with this "
+               "probability: longer-lived entries with as many rows grown from seeds")
 p.add_argument("--batch", type=int)
 p.add_argument("--resume", action="store_true")
 p.add_argument("--set", nargs="*", default=[], help="TrainConfig field=value (int/float/str)")
