@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from vnca.nca import UpdateRule, run
+from vnca.nca import Stepping, UpdateRule, run
 from vnca.vae import VAE, Encoder
 
 
@@ -25,20 +25,16 @@ def double(state: Float[Array, "h w c"]) -> Float[Array, "2*h 2*w c"]:
 
 # ---- book/doubling.md, code cell 4 ----
 @dataclass(frozen=True)
-class DoublingConfig:
-    """The doubling VNCA of the paper (|Z| = 256)."""
+class DoublingConfig(Stepping):
+    """The doubling VNCA of the paper (|Z| = 256); how it steps: `Stepping`."""
 
     latent: int = 256
     hidden: int = 256
     residual_blocks: int = 4
     doublings: int = 5
     steps_per_doubling: int = 8
-    update_probability: float = 1.0
     # the encoder's first channels (32: the paper's; see `Encoder`)
     encoder_width: int = 32
-    remat: bool = False
-    # unroll the NCA scans (default: on a CPU only; see `run`)
-    unroll: bool | None = None
 
     @property
     def side(self) -> int:

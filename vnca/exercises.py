@@ -115,7 +115,7 @@ def check_kl(fn) -> bool:
     return passed("my_kl matches the closed-form KL and its gradients")
 
 
-# ---- book/nca.md, code cell 13 ----
+# ---- book/nca.md, code cell 14 ----
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -9,6 +9,7 @@ channels-last: (height, width, channels)."""
 
 import contextlib
 import contextvars
+from dataclasses import dataclass
 
 import equinox as eqx
 import jax
@@ -221,6 +222,18 @@ def run(
 
 
 # ---- book/nca.md, code cell 8 ----
+@dataclass(frozen=True, kw_only=True)
+class Stepping:
+    """How an NCA decoder runs its steps (see `run`): the base of both
+    decoders' configurations."""
+
+    update_probability: float = 1.0
+    remat: bool = False
+    # unroll the NCA scans (default: on a CPU only)
+    unroll: bool | None = None
+
+
+# ---- book/nca.md, code cell 9 ----
 def with_arrays_of(tree, build):
     """The pytree that `build()` returns, its static fields as `build`
     makes them, holding the arrays of `tree` (same leaves, same order)."""
@@ -230,7 +243,7 @@ def with_arrays_of(tree, build):
     )
 
 
-# ---- book/nca.md, code cell 10 ----
+# ---- book/nca.md, code cell 11 ----
 _TARGET = contextvars.ContextVar("vnca_target", default=None)
 
 
@@ -256,7 +269,7 @@ def compiling_for(platform: str):
         jax.clear_caches()
 
 
-# ---- book/nca.md, code cell 11 ----
+# ---- book/nca.md, code cell 12 ----
 TILE = 8  # the side of a tile
 
 

@@ -13,13 +13,14 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from vnca.nca import UpdateRule, run, with_arrays_of
+from vnca.nca import Stepping, UpdateRule, run, with_arrays_of
 from vnca.vae import VAE, Encoder
 
 
 @dataclass(frozen=True)
-class NonDoublingConfig:
-    """The non-doubling VNCA of the paper (|Z| = 128)."""
+class NonDoublingConfig(Stepping):
+    """The non-doubling VNCA of the paper (|Z| = 128); how it steps:
+    `Stepping`."""
 
     latent: int = 128
     hidden: int = 128
@@ -28,12 +29,8 @@ class NonDoublingConfig:
     min_steps: int = 32
     max_steps: int = 64
     test_steps: int = 36
-    update_probability: float = 1.0
     # the encoder's first channels (32: the paper's; see `Encoder`)
     encoder_width: int = 32
-    remat: bool = False
-    # unroll the NCA scan (default: on a CPU only; see `run`)
-    unroll: bool | None = None
 
 
 class NonDoublingDecoder(eqx.Module):

@@ -114,9 +114,11 @@ def pooled_elbo(
         from_pool, jax.lax.stop_gradient(stored), model.decoder.seed(z)
     )
     final = model.decoder.grow(start, key=decoder_key, steps=steps)
-    log_likelihood = bernoulli_log_likelihood(final[..., 0], target)
-    kl = kl_to_standard_normal(mean, log_scale)
-    return Terms(log_likelihood - kl, log_likelihood, kl), final, target
+    terms = Terms.of(
+        bernoulli_log_likelihood(final[..., 0], target),
+        kl_to_standard_normal(mean, log_scale),
+    )
+    return terms, final, target
 
 
 def pooled_batch_elbo(
@@ -228,7 +230,7 @@ def detached_pool_kl(terms: Terms, from_pool: Bool[Array, " b"]) -> Terms:
     """Per-row terms with each pool row's KL term cut off from the gradient:
     the same values, no pull of pool rows' KL on the encoder."""
     kl = jnp.where(from_pool, jax.lax.stop_gradient(terms.kl), terms.kl)
-    return Terms(terms.log_likelihood - kl, terms.log_likelihood, kl)
+    return Terms.of(terms.log_likelihood, kl)
 
 
 # ---- book/pool.md, code cell 6 ----

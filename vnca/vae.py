@@ -127,6 +127,11 @@ class Terms(NamedTuple):
     log_likelihood: Float[Array, ""]
     kl: Float[Array, ""]
 
+    @classmethod
+    def of(cls, log_likelihood, kl) -> "Terms":
+        """The terms from the two parts: the ELBO is their difference."""
+        return cls(log_likelihood - kl, log_likelihood, kl)
+
 
 def elbo(
     model: VAE, x: Float[Array, "32 32"], key: PRNGKeyArray, steps=None
@@ -136,11 +141,11 @@ def elbo(
     sample_key, decoder_key = jax.random.split(key)
     mean, log_scale = model.encoder(x)
     z = reparameterise(sample_key, mean, log_scale)
-    log_likelihood = bernoulli_log_likelihood(
-        model.decoder(z, key=decoder_key, steps=steps), x
+    logits = model.decoder(z, key=decoder_key, steps=steps)
+    return Terms.of(
+        bernoulli_log_likelihood(logits, x),
+        kl_to_standard_normal(mean, log_scale),
     )
-    kl = kl_to_standard_normal(mean, log_scale)
-    return Terms(log_likelihood - kl, log_likelihood, kl)
 
 
 def batch_elbo(
