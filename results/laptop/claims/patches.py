@@ -95,9 +95,14 @@ def apply(a, steps: int):
     if getattr(a, "clip_hidden", None):  # runs before this flag have no such field
         plain_step, bound = vnca.nca.step, a.clip_hidden
 
+        logits = getattr(a, "clip_logits", None)  # runs before this flag have no such field
+
         def clipped_step(rule, state, key=None, update_probability=1.0, active=None):
             new = plain_step(rule, state, key, update_probability, active)
-            return new.at[..., 1:].set(jnp.clip(new[..., 1:], -bound, bound))
+            new = new.at[..., 1:].set(jnp.clip(new[..., 1:], -bound, bound))
+            if logits:
+                new = new.at[..., 0].set(jnp.clip(new[..., 0], -logits, logits))
+            return new
         vnca.nca.step = clipped_step
         vnca.pool.step = clipped_step  # the pool's regrowth measurements step too
 

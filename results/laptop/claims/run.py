@@ -61,6 +61,8 @@ p.add_argument("--rest-penalty", type=float,
 p.add_argument("--seed-write", type=float,
                help="a seed row's grown state replaces its pool slot's entry only with this "
                "probability: longer-lived entries with as many rows grown from seeds")
+p.add_argument("--clip-logits", type=float,
+               help="with --clip-hidden: also clip channel 0, the logits, to +-this")
 p.add_argument("--batch", type=int)
 p.add_argument("--resume", action="store_true")
 p.add_argument("--set", nargs="*", default=[], help="TrainConfig field=value (int/float/str)")
