@@ -119,6 +119,45 @@ def test_notebook_markdown_has_no_myst_and_hides_solutions(path):
         assert (ROOT / target).is_file(), target  # every link names a file that exists
 
 
+def test_every_directive_the_chapters_use_is_made_plain():
+    """A MyST directive that the notebooks do not convert shows in Jupyter, Colab and Kaggle as its
+    raw text: a new one must be taught to `chapter_notebooks` before a chapter uses it."""
+    import re
+
+    used = set()
+    for chapter in export.toc_chapters(ROOT):
+        text = chapter.read_text()
+        if chapter_notebooks.is_notebook(text):
+            used |= set(re.findall(r"^\s*(?:```|:::)\{([\w-]+)\}", text, re.MULTILINE))
+    assert used <= chapter_notebooks.DIRECTIVES, f"not made plain for notebooks: {used - chapter_notebooks.DIRECTIVES}"
+    for path in NOTEBOOKS:
+        markdown = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "markdown")
+        assert not re.search(r"(```|:::)\{", markdown), f"{path.name}: a raw directive"
+
+
+def test_an_included_file_is_shown_in_the_notebook():
+    """The live chapter shows its script's decoder with `{literalinclude}`; its notebook shows the same
+    lines, as a JavaScript block."""
+    script = (ROOT / "_static" / "vnca-live.js").read_text().splitlines()
+    start = next(i for i, line in enumerate(script) if "// ---- the decoder" in line)
+    end = next(i for i, line in enumerate(script) if "// ---- end of the decoder" in line)
+    decoder = "\n".join(script[start + 1:end])
+    assert len(decoder) > 1000 and "class Decoder" in decoder
+    markdown = "\n".join(c.source for c in nbformat.read(ROOT / "notebooks" / "live.ipynb", as_version=4).cells
+                         if c.cell_type == "markdown")
+    assert f"```javascript\n{decoder}\n```" in markdown
+
+
+def test_an_include_the_notebooks_cannot_show_fails_loudly(tmp_path):
+    (tmp_path / "a.js").write_text("one\n// start\ntwo\n// end\nthree\n")
+    text = "```{literalinclude} a.js\n:start-after: // start\n:end-before: // end\n```"
+    assert chapter_notebooks.include(text, tmp_path) == "```\ntwo\n```"
+    with pytest.raises(ValueError, match="no line contains end-before"):
+        chapter_notebooks.include(text.replace("// end", "// gone"), tmp_path)
+    with pytest.raises(ValueError, match=r"\['lines'\] are not made plain"):
+        chapter_notebooks.include(text.replace(":start-after: // start", ":lines: 2"), tmp_path)
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_diagrams_travel_inside_the_notebook(path):
     import base64

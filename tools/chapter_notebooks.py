@@ -153,6 +153,45 @@ def is_notebook(text: str) -> bool:
 DROPDOWN = re.compile(r"^(?P<indent>[ ]*):::\{admonition\}[ ]*(?P<title>[^\n]*)\n(?P=indent):class: dropdown\n"
                       r"(?P<body>.*?)\n(?P=indent):::[ ]*$", re.MULTILINE | re.DOTALL)
 CHAPTER_LINK = re.compile(r"\]\((?P<name>[\w-]+)\.md(?P<anchor>#[\w-]*)?\)")
+# ```{literalinclude} path
+# :option: value
+# ```
+INCLUDE = re.compile(r"^```\{literalinclude\}[ ]+(?P<path>\S+)\n(?P<options>(?::[\w-]+:.*\n)*)```[ ]*$", re.MULTILINE)
+# The MyST directives the chapters' Markdown may use, each made plain for a notebook: solutions
+# (dropdown admonitions) by `plain_markdown`, included files by `include`; code cells are cells.
+DIRECTIVES = {"admonition", "literalinclude", "code-cell"}
+
+
+def included(path: Path, options: dict[str, str]) -> tuple[str, str]:
+    """(language, text) of a `{literalinclude}` as Sphinx renders it, for the options the chapters use:
+    the lines after the first that contains `start-after`, up to the first after it that contains
+    `end-before`."""
+    unknown = set(options) - {"language", "start-after", "end-before"}
+    if unknown:
+        raise ValueError(f"{path}: literalinclude option(s) {sorted(unknown)} are not made plain for a notebook")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if "start-after" in options:
+        starts = [i for i, line in enumerate(lines) if options["start-after"] in line]
+        if not starts:
+            raise ValueError(f"{path}: no line contains start-after {options['start-after']!r}")
+        lines = lines[starts[0] + 1:]
+    if "end-before" in options:
+        ends = [i for i, line in enumerate(lines) if options["end-before"] in line]
+        if not ends:
+            raise ValueError(f"{path}: no line contains end-before {options['end-before']!r}")
+        lines = lines[:ends[0]]
+    return options.get("language", ""), "\n".join(lines)
+
+
+def include(text: str, folder: Path) -> str:
+    """Each `{literalinclude}` in `text` as a fenced block of the lines it shows: a notebook shows a
+    directive as its raw text, not the file."""
+    def block(m: re.Match) -> str:
+        options = dict(re.match(r":([\w-]+):[ ]*(.*)", line).groups() for line in m["options"].splitlines())
+        language, body = included(folder / m["path"], options)
+        fence = "```" + "`" * max([len(f) - 2 for f in re.findall(r"`{3,}", body)] or [0])
+        return f"{fence}{language}\n{body}\n{fence}"
+    return INCLUDE.sub(block, text)
 
 
 def plain_markdown(text: str, repo: Repository, notebooks: set[str]) -> str:
@@ -193,7 +232,7 @@ def notebook(path: Path, repo: Repository, notebooks: set[str]) -> nbformat.Note
             cell.outputs = []
             cell.execution_count = None
         elif cell.cell_type == "markdown":
-            cell.source = plain_markdown(cell.source, repo, notebooks)
+            cell.source = include(plain_markdown(cell.source, repo, notebooks), path.parent)
             attach_figures(cell, path.parent)
     install = nbformat.v4.new_code_cell(INSTALL.format(url=repo.url, ref=repo.install_ref, wheel=wheel_name()),
                                         metadata={"tags": [INSTALL_TAG, "remove-cell"]})
