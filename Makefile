@@ -15,6 +15,10 @@ ifneq ($(VNCA_DATA_DIR),)
 export VNCA_DATA_DIR := $(abspath $(VNCA_DATA_DIR))
 endif
 
+# glibc's allocator asks for huge pages: XLA's CPU calls then spend far less time in page faults (the
+# scaling-out chapter). The `vnca` command sets this for itself; the chapters' kernels get it here.
+export GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1
+
 # `make serve`: the built site over http on this machine only (SITE and PORT for another)
 SITE ?= _build/html
 PORT ?= 8000

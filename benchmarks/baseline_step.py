@@ -221,7 +221,7 @@ def main():
     if args.torch:
         return torch_step(config)
     import jax, jax.numpy as jnp
-    from side_by_side import images
+    from inputs import images
     from vnca.mesh import data_mesh, shard_batches
     from vnca.step import init_state, place_state, train_steps
     config = dataclasses.replace(config, steps_per_call=STEPS, log_every=STEPS, checkpoint_every=STEPS)

@@ -272,3 +272,38 @@ def from_vnca(name: str, config, vnca_model) -> VAE:
         _per_cell(block[2], vblock.outer)
     _per_cell(rule.output, vrule.output)
     return model
+
+
+def peak_memory(spec: dict) -> float:
+    """PyTorch's side of a row of side_by_side.py, alone in this process (no JAX imported): the row's
+    work once to warm up, `repeats` more times; return the peak resident set size in MB."""
+    import resource
+    from types import SimpleNamespace
+
+    from inputs import images  # benchmarks/inputs.py
+
+    c = spec["config"]
+    config = SimpleNamespace(**{**c, "model_config": SimpleNamespace(**c["model_config"])})
+    name, draws = spec["model"], spec["draws"]
+    if spec["work"] == "train":
+        trainer = Trainer(name, config, draw_steps=(lambda step: draws[step]) if draws else None)
+        x = torch.from_numpy(images(config.batch_size))
+        for _ in range(spec["steps"] * (1 + spec["repeats"])):
+            trainer.step(x)
+    else:
+        model = make(name, config.model_config)
+        steps = getattr(config.model_config, "test_steps", None)
+        generator = torch.Generator().manual_seed(0)
+        for _ in range(1 + spec["repeats"]):
+            for image in torch.from_numpy(images(spec["bound_images"], seed=1)):
+                importance_weighted_bound(model, image, steps=steps, generator=generator)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+if __name__ == "__main__":
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description="PyTorch's side of a side_by_side.py row, for its memory")
+    parser.add_argument("--peak-memory", required=True, metavar="SPEC", help="the row, as JSON (side_by_side.memory)")
+    print(json.dumps({"peak_mb": peak_memory(json.loads(parser.parse_args().peak_memory))}))

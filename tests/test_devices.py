@@ -106,3 +106,51 @@ def test_a_second_process_loads_a_compiled_program_from_the_cache(tmp_path):
     assert list((tmp_path / "compiled").rglob("*")), "nothing written"
     second = cache_after(code, VNCA_CACHE_DIR=str(tmp_path), VNCA_COMPILATION_CACHE="1")
     assert first == "0" and int(second) >= 1  # the jitted function, and jnp.ones
+
+
+def test_huge_pages_are_asked_for_once_with_glibc_and_can_be_switched_off():
+    from vnca.devices import HUGE_PAGES, huge_page_environment
+
+    glibc = ("glibc", "2.36")
+    assert huge_page_environment({"A": "1"}, glibc) == {"A": "1", "GLIBC_TUNABLES": HUGE_PAGES}
+    # another setting of the user's is kept
+    assert huge_page_environment({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}, glibc)["GLIBC_TUNABLES"] == \
+        f"glibc.malloc.arena_max=2:{HUGE_PAGES}"
+    assert huge_page_environment({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}, glibc) is None  # the user's choice
+    assert huge_page_environment({"GLIBC_TUNABLES": HUGE_PAGES}, glibc) is None  # set already: no second start
+    assert huge_page_environment({"VNCA_HUGE_PAGES": "0"}, glibc) is None
+    assert huge_page_environment({}, ("glibc", "2.31")) is None  # before the setting existed
+    assert huge_page_environment({}, ("", "")) is None  # macOS, musl: no glibc
+
+
+def test_the_vnca_command_runs_again_with_huge_pages_and_a_call_from_python_does_not():
+    import platform
+
+    from vnca.devices import HUGE_PAGES
+
+    if huge_page_environment_for_here() is None:
+        pytest.skip("this machine's C library is not glibc 2.35 or later")
+    clean = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "VNCA_HUGE_PAGES")}
+    code = ("import os, sys\nfrom vnca.devices import use_huge_pages\nprint('start', flush=True)\n"
+            "use_huge_pages()\nprint(os.environ.get('GLIBC_TUNABLES'), sys.argv[1:])")
+    result = subprocess.run([sys.executable, "-c", code, "x", "y"], capture_output=True, text=True, env=clean,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    # started twice (the second time with the setting, the same arguments), then went on
+    assert result.stdout.splitlines() == ["start", "start", f"{HUGE_PAGES} ['x', 'y']"], platform.libc_ver()
+    off = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**clean, "VNCA_HUGE_PAGES": "0"}, timeout=120)
+    assert off.stdout.splitlines() == ["start", "None []"]
+    # the program's main, called from Python with its arguments, leaves the process as it is
+    version = subprocess.run([sys.executable, "-c", "import os, vnca.program as p\ntry:\n    p.main(['--version'])\n"
+                              "except SystemExit:\n    pass\nprint(os.environ.get('GLIBC_TUNABLES'))"],
+                             capture_output=True, text=True, env=clean, timeout=120)
+    import vnca
+
+    assert version.stdout.splitlines() == [f"vnca {vnca.__version__}", "None"], version.stdout + version.stderr
+
+
+def huge_page_environment_for_here():
+    from vnca.devices import huge_page_environment
+
+    return huge_page_environment({})

@@ -137,6 +137,16 @@ def test_checkpoint_of_another_run_is_refused(saved, data, other, message):
         fit(other(), path.parent, data=data, progress=False, resume=True)
 
 
+def test_a_run_resumes_with_another_number_of_steps_per_call(tmp_path, data):
+    """A run begun with two steps per call (a laptop run begun when the profile fused ten) goes on
+    with one: how steps are grouped into calls is not what the run learns."""
+    config = _config("baseline")
+    fit(dataclass_replace(config, steps=4), tmp_path, data=data, progress=False)
+    resumed = fit(dataclass_replace(config, steps_per_call=1), tmp_path, data=data, progress=False, resume=True)
+    assert int(resumed.step) == 8
+    assert [r["step"] for r in read_metrics(tmp_path)] == [2, 4, 6, 8]
+
+
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, data):
     config = _config(steps=8, checkpoint_every=4)
     fit(dataclass_replace(config, steps=4), tmp_path, data=data, progress=False)
@@ -177,7 +187,7 @@ def test_config_errors_are_clear():
     with pytest.raises(ValueError, match="unknown profile 'tiny'"):
         train_config("doubling", "tiny")
     with pytest.raises(ValueError, match=r"checkpoint_every \(7\) must be a multiple of steps_per_call \(5\)"):
-        train_config("doubling", "smoke", checkpoint_every=7)
+        train_config("doubling", "smoke", steps_per_call=5, checkpoint_every=7)
     with pytest.raises(ValueError, match="batch_size must be at least 1"):
         train_config("doubling", "smoke", batch_size=0)
 
@@ -254,13 +264,13 @@ def test_command_line(tmp_path, data_dir):
     assert again.returncode == 2 and "--resume" in again.stderr
     pooled = subprocess.run([str(vnca), "train", "--model", "nondoubling", "--profile", "smoke", "--out",
                              str(tmp_path / "nd"), "--steps", "5", "--batch-size", "4", "--pool-size", "16",
-                             "--update-probability", "0.5", "--state-penalty", "0.25", "--steps-per-call", "1",
+                             "--update-probability", "0.5", "--state-penalty", "0.25", "--steps-per-call", "5",
                              "--no-progress"],
                             capture_output=True, text=True, timeout=900)
     assert pooled.returncode == 0, pooled.stderr[-3000:]
     saved = TrainConfig.from_json(checkpoint.read_metadata(tmp_path / "nd" / CHECKPOINT)["config"])
     assert (saved.pool_size, saved.model_config.update_probability, saved.state_penalty) == (16, 0.5, 0.25)
-    assert saved.steps_per_call == 1
+    assert saved.steps_per_call == 5  # the smoke profile's is 1
     for bad, message in [(["--model", "gan"], "invalid choice: 'gan'"), (["--steps", "0"], "at least 1"),
                          ([], "required"), (["--update-probability", "0"], "must be in (0, 1]"),
                          (["--update-probability", "0.5"], "the baseline model has no NCA"),

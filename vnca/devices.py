@@ -8,6 +8,8 @@ scaling-out chapter). Nothing here imports JAX at import: JAX itself fails
 at its import on a bad $JAX_NUM_CPU_DEVICES, which this module checks."""
 
 import os
+import platform
+import sys
 from pathlib import Path
 
 from vnca.files import cache_dir
@@ -96,3 +98,35 @@ def use_compilation_cache(folder: Path | None = None) -> Path | None:
     folder = folder or cache_dir() / "compiled" / f"jax-{jax.__version__}"
     jax.config.update("jax_compilation_cache_dir", str(folder))
     return folder
+
+
+HUGE_PAGES = "glibc.malloc.hugetlb=1"
+
+
+def huge_page_environment(environ=None, libc=None) -> dict | None:
+    """The environment to run this program again in so that glibc's malloc
+    asks for transparent huge pages (see the chapter), or None: not glibc
+    2.35 or later, set already, or switched off ($VNCA_HUGE_PAGES=0)."""
+    environ = dict(os.environ if environ is None else environ)
+    name, version = libc or platform.libc_ver()
+    if name != "glibc" or tuple(map(int, version.split(".")[:2])) < (2, 35):
+        return None
+    tunables = environ.get("GLIBC_TUNABLES", "")
+    if "glibc.malloc.hugetlb" in tunables:
+        return None
+    if environ.get("VNCA_HUGE_PAGES", "1").strip() == "0":
+        return None
+    environ["GLIBC_TUNABLES"] = ":".join(filter(None, (tunables, HUGE_PAGES)))
+    return environ
+
+
+def use_huge_pages() -> None:
+    """Run this process again, from its start, with huge pages asked for
+    (`huge_page_environment`), unless they are asked for already: glibc
+    reads its settings once, when a process starts."""
+    environ = huge_page_environment()
+    if environ is not None:
+        sys.stdout.flush()
+        os.execve(
+            sys.executable, [sys.executable, *sys.orig_argv[1:]], environ
+        )

@@ -12,10 +12,13 @@ from vnca.devices import (
     DeviceSettingError,
     use_compilation_cache,
     use_cpu_cores,
+    use_huge_pages,
 )
 
 
 def main(argv=None) -> int:
+    if argv is None:  # the command line, not a call from Python
+        use_huge_pages()  # runs it again with them, once (scaling-out chapter)
     try:
         use_cpu_cores()  # one device per core (the scaling-out chapter)
     except DeviceSettingError as err:  # a setting to change, not a bug

@@ -275,7 +275,7 @@ def train_config(model: str, profile: str, **overrides) -> TrainConfig:
         )
     elif profile == "laptop":
         base = dict(
-            steps_per_call=10,
+            steps_per_call=1,  # on a CPU: one step per call (see below)
             log_every=50,
             checkpoint_every=500,
             **LAPTOP_RUNS[model],
@@ -285,7 +285,7 @@ def train_config(model: str, profile: str, **overrides) -> TrainConfig:
             model_config=SMOKE_MODELS[model],
             batch_size=8,
             steps=40,
-            steps_per_call=5,
+            steps_per_call=1,
             log_every=5,
             checkpoint_every=20,
             pool_size=32 if model == "nondoubling" else 0,

@@ -45,6 +45,14 @@ def metadata(config: TrainConfig, step: int) -> dict:
 
 # How a step is computed, not what: a run may resume with other values.
 COMPUTATION_FIELDS = ("remat", "unroll")
+# When a run stops, logs and saves, and how many steps a compiled call
+# fuses: a run may resume with other values of these too.
+SCHEDULING_FIELDS = (
+    "steps",
+    "steps_per_call",
+    "log_every",
+    "checkpoint_every",
+)
 
 
 def defining_fields(config: TrainConfig) -> dict:
@@ -72,7 +80,7 @@ def load_run(path: Path, config: TrainConfig | None = None):
             path,
             defining_fields(saved),
             defining_fields(config),
-            ignore=("steps", "log_every", "checkpoint_every"),
+            ignore=SCHEDULING_FIELDS,
         )
     state, _ = checkpoint.load(path, like)
     return state, saved
@@ -222,7 +230,7 @@ def _earlier_start(out: Path, config: TrainConfig, found) -> bool:
         )
     except (OSError, ValueError, TypeError, KeyError):
         return False
-    ignore = ("steps", "log_every", "checkpoint_every")
+    ignore = SCHEDULING_FIELDS
     return {
         k: v for k, v in defining_fields(saved).items() if k not in ignore
     } == {k: v for k, v in defining_fields(config).items() if k not in ignore}

@@ -59,6 +59,10 @@ class TrainState(eqx.Module):
     pool: Pool | None = None
 
 
+# One compiled program: run op by op, every layer's random draw compiles a
+# program of its own (29 for the baseline), which took longer on a CPU than
+# training's first call. The same numbers, bit for bit.
+@eqx.filter_jit
 def init_state(config: TrainConfig) -> TrainState:
     """A run's first state, from its configuration alone (a shipped
     encoder, `encoder_from`, is put in by `fit`)."""
@@ -252,11 +256,15 @@ def step_keys(config: TrainConfig, step) -> jax.Array:
 def drawn_steps(config: TrainConfig, first: int, count: int) -> np.ndarray:
     """The T that the non-doubling model's training steps first, ...,
     first + count - 1 draw."""
+    return np.asarray(_draws(config, np.arange(first, first + count)))
 
+
+@eqx.filter_jit  # `fit` asks before every call: one compiled call, not
+def _draws(config: TrainConfig, steps: jax.Array) -> jax.Array:  # a dozen
     def draw(step):
         return sample_steps(step_keys(config, step)[1], config.model_config)
 
-    return np.asarray(jax.vmap(draw)(jnp.arange(first, first + count)))
+    return jax.vmap(draw)(steps)
 
 
 SCAN_ROUNDING = 8  # scan lengths are multiples of it: few lengths compile

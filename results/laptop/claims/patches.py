@@ -59,6 +59,19 @@ def apply(a, steps: int):
         vnca.pool.pooled_rows = pooled_rows
         vnca.step.pooled_rows = pooled_rows  # the step imports it by name
 
+    if getattr(a, "pool_noise", None):  # runs before this flag have no such field
+        noisy_from, sigma = vnca.pool.pooled_rows, a.pool_noise
+
+        def pooled_rows(pool, x, key, damage_key, with_damage=True, pattern=None):
+            """Every stored state taken from the pool gets Gaussian noise of std `sigma` in
+            every channel: a small push off the grown digit, which the rule must pull back."""
+            rows = noisy_from(pool, x, key, damage_key, with_damage, pattern) if pattern else \
+                noisy_from(pool, x, key, damage_key, with_damage)
+            noise = sigma * jax.random.normal(jax.random.fold_in(damage_key, 13), rows[2].shape)
+            return rows[:2] + (rows[2] + noise,) + rows[3:]
+        vnca.pool.pooled_rows = pooled_rows
+        vnca.step.pooled_rows = pooled_rows
+
     if getattr(a, "seed_write", None):  # runs before this flag have no such field
         plain_return, chance = vnca.pool.return_to_pool, a.seed_write
 

@@ -12,7 +12,8 @@ does not have yet is patched in here, and moves into the chapters once a run jus
   continue pool entries (every 4th damaged): long-lived entries without a fixed pattern;
 - --rest-penalty L: the loss adds L times the squared update at the final grid;
 - --seed-write Q: a seed row's result enters the pool with probability Q only;
-- --clip-hidden C: every NCA step clips the hidden channels to +-C (the model changes: at test too).
+- --clip-hidden C: every NCA step clips the hidden channels to +-C (the model changes: at test too);
+- --pool-noise S: Gaussian noise of std S on every state taken from the pool.
 
     python run.py nondoubling --out runs/x --steps 4000 --warm nondoubling-laptop --pool-fresh 1
 """
@@ -63,6 +64,8 @@ p.add_argument("--seed-write", type=float,
                "probability: longer-lived entries with as many rows grown from seeds")
 p.add_argument("--clip-logits", type=float,
                help="with --clip-hidden: also clip channel 0, the logits, to +-this")
+p.add_argument("--pool-noise", type=float,
+               help="add Gaussian noise of this std to every state taken from the pool (all channels)")
 p.add_argument("--batch", type=int)
 p.add_argument("--resume", action="store_true")
 p.add_argument("--set", nargs="*", default=[], help="TrainConfig field=value (int/float/str)")
