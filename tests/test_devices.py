@@ -2,6 +2,7 @@
 overriding a choice or a started JAX."""
 
 import os
+import platform
 import subprocess
 import sys
 
@@ -78,17 +79,29 @@ print(jax.config.jax_compilation_cache_dir)
 """
 
 
-def test_the_compilation_cache_is_kept_per_jax_version_in_vncas_cache(tmp_path):
+def test_the_compilation_cache_is_on_and_kept_per_jax_version_and_cpu_in_vncas_cache(tmp_path):
     import jax
+    import jaxlib
 
-    folder = tmp_path / "compiled" / f"jax-{jax.__version__}"
-    on = dict(VNCA_CACHE_DIR=str(tmp_path), VNCA_COMPILATION_CACHE="1")
-    assert cache_after(SETTINGS, **on).splitlines() == [str(folder)] * 2
+    from vnca.devices import host_cpu
+
+    folder = tmp_path / "compiled" / f"jax-{jax.__version__}-jaxlib-{jaxlib.__version__}-{host_cpu()}"
+    for on in ({}, {"VNCA_COMPILATION_CACHE": "1"}):  # on by default
+        assert cache_after(SETTINGS, VNCA_CACHE_DIR=str(tmp_path), **on).splitlines() == [str(folder)] * 2
 
 
-def test_the_compilation_cache_is_off_unless_asked_for_and_a_chosen_one_is_kept(tmp_path):
-    for off in ({}, {"VNCA_COMPILATION_CACHE": "0"}):
-        assert cache_after(SETTINGS, VNCA_CACHE_DIR=str(tmp_path), **off).splitlines() == ["None", "None"]
+def test_another_kind_of_cpu_gets_another_cache_folder(monkeypatch):
+    import vnca.devices
+
+    here = vnca.devices.host_cpu()
+    assert here == vnca.devices.host_cpu() and here.startswith(platform.machine())
+    monkeypatch.setattr(vnca.devices.Path, "read_text", lambda self, *a, **k: "flags : fpu sse sse2\n")
+    assert vnca.devices.host_cpu() != here
+
+
+def test_the_compilation_cache_can_be_switched_off_and_a_chosen_one_is_kept(tmp_path):
+    off = cache_after(SETTINGS, VNCA_CACHE_DIR=str(tmp_path), VNCA_COMPILATION_CACHE="0")
+    assert off.splitlines() == ["None", "None"]
     mine = str(tmp_path / "mine")
     assert cache_after(SETTINGS, VNCA_CACHE_DIR=str(tmp_path), VNCA_COMPILATION_CACHE="1",
                        JAX_COMPILATION_CACHE_DIR=mine).splitlines() == ["None", mine]

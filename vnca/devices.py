@@ -83,21 +83,42 @@ def use_cpu_cores(count: int | None = None) -> int | None:
 
 
 def use_compilation_cache(folder: Path | None = None) -> Path | None:
-    """Where $VNCA_COMPILATION_CACHE is 1, keep JAX's compiled programs on
-    disk, so that a later process that compiles the same program loads it
-    instead; in `folder` (default: a folder per JAX version in vnca's
-    cache). Returns the folder, or None if it left JAX alone: not asked
-    for, or a cache already chosen ($JAX_COMPILATION_CACHE_DIR, or JAX's
-    setting). Off by default: see the chapter for why."""
-    if os.environ.get("VNCA_COMPILATION_CACHE", "0").strip() != "1":
+    """Keep JAX's compiled programs on disk, so that a later process that
+    compiles the same program loads it instead, unless
+    $VNCA_COMPILATION_CACHE is 0; in `folder` (default: a folder per JAX
+    version and CPU in vnca's cache). Returns the folder, or None if it
+    left JAX alone: switched off, or a cache already chosen
+    ($JAX_COMPILATION_CACHE_DIR, or JAX's setting)."""
+    if os.environ.get("VNCA_COMPILATION_CACHE", "1").strip() == "0":
         return None
     import jax
+    import jaxlib
 
     if jax.config.jax_compilation_cache_dir:  # set, or from the environment
         return None
-    folder = folder or cache_dir() / "compiled" / f"jax-{jax.__version__}"
+    versions = f"jax-{jax.__version__}-jaxlib-{jaxlib.__version__}"
+    folder = folder or cache_dir() / "compiled" / f"{versions}-{host_cpu()}"
     jax.config.update("jax_compilation_cache_dir", str(folder))
     return folder
+
+
+def host_cpu() -> str:
+    """A short name for this machine's kind of CPU: its architecture and a
+    digest of the instruction sets it reports, so that a cache folder shared
+    between machines (a home folder on a cluster) never hands one CPU's
+    compiled code to another."""
+    import hashlib
+
+    features = platform.processor()
+    try:  # Linux: the "flags" line names every instruction set
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                features = line
+                break
+    except OSError:
+        pass
+    digest = hashlib.sha256(features.encode()).hexdigest()[:12]
+    return f"{platform.machine()}-{digest}"
 
 
 HUGE_PAGES = "glibc.malloc.hugetlb=1"

@@ -24,7 +24,7 @@ def main(argv=None) -> int:
     except DeviceSettingError as err:  # a setting to change, not a bug
         print(f"vnca: error: {err}", file=sys.stderr)
         return 2
-    use_compilation_cache()  # where VNCA_COMPILATION_CACHE=1 asks for it
+    use_compilation_cache()  # compiled programs kept on disk (ditto)
     from vnca import cli  # JAX starts here, its devices chosen
 
     return cli.main(argv)
