@@ -19,7 +19,7 @@ vnca at every step.
 Memory (`--memory`, on by default): each side of a row runs again alone, in a new process that
 imports only its own library (`--memory-child` here for vnca, `torch_models.py --peak-memory` for
 PyTorch), does the row's work once to compile or warm up and then `--repeats` more times, and reports
-its peak resident set size (`ru_maxrss`): what a user's process holds at its largest, the library
+its peak resident set size (Linux's VmHWM): what a user's process holds at its largest, the library
 itself included.
 """
 
@@ -46,6 +46,7 @@ from inputs import images  # benchmarks/inputs.py
 from models import header  # benchmarks/models.py
 from vnca.evaluate import image_bounds
 from vnca.files import atomic_write
+from vnca.memory import release_freed_memory
 from vnca.mesh import data_mesh, shard_batches
 from vnca.recipes import train_config
 from vnca.step import drawn_steps, init_state, place_state, scan_length, train_steps_in_place
@@ -72,8 +73,10 @@ def vnca_train(config, steps: int, calls: int = 1, full_scan: bool = False):
     mesh = data_mesh()
     state = place_state(init_state(config), mesh)
     batches = shard_batches(images(per * config.batch_size).reshape(per, config.batch_size, 32, 32), mesh)
+    release_freed_memory()  # as `fit` does, after building the state and after compiling
     for n in {length(c * per) for c in range(calls * steps // per)}:
         train_steps_in_place.lower(batches, config, state, mesh, n).compile()
+    release_freed_memory()
 
     def call():
         nonlocal state
@@ -157,8 +160,12 @@ def row(work: str, name: str, scale: str, repeats: int, bound_images: int = 8) -
 
 
 def peak_mb() -> float:
-    """This process's peak resident set size, in MB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak resident set size, in MB: Linux's VmHWM, which starts afresh when a process
+    starts a program (`ru_maxrss` does not: a child started from a large parent reports the parent's)."""
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux: KiB there too
 
 
 def child_peak(command: list[str]) -> float:

@@ -297,6 +297,9 @@ def peak_memory(spec: dict) -> float:
         for _ in range(1 + spec["repeats"]):
             for image in torch.from_numpy(images(spec["bound_images"], seed=1)):
                 importance_weighted_bound(model, image, steps=steps, generator=generator)
+    for line in open("/proc/self/status"):  # VmHWM: this program's own peak (see side_by_side.peak_mb)
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

@@ -86,7 +86,7 @@ def child(model: str, setting: str, per_call: int, calls: int, profile: str = "l
         "model": model, "setting": setting, "steps_per_call": n, "scan_length": length,
         "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
         "first_call_s": first, "seconds_per_step": statistics.median(times),
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # started from a small parent
         # pages the kernel had to find and zero, per call: memory XLA freed and asked for again
         "minor_faults_per_call": (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / calls,
     }

@@ -6,6 +6,7 @@
 """Fitting a training call in a device's memory: XLA's own count of the
 bytes it takes, and remat where it would not fit (the training chapter)."""
 
+import ctypes
 import dataclasses
 
 import jax
@@ -87,3 +88,14 @@ def remat_if_needed(
             "memory; use more devices or a smaller --batch-size"
         )
     return config
+
+
+def release_freed_memory() -> None:
+    """Hand back to the system the memory that the C library keeps after
+    XLA's compiler has freed it (glibc's `malloc_trim`; elsewhere nothing),
+    so that a compilation's peak does not stay under the first call's."""
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError, TypeError):  # not glibc
+        return
+    trim(0)

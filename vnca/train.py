@@ -21,7 +21,7 @@ from tqdm import tqdm
 from vnca import checkpoint, pretrained
 from vnca.data import batches, load_binarized_mnist
 from vnca.files import atomic_write, remove_stale_parts
-from vnca.memory import rebuilt_as, remat_if_needed
+from vnca.memory import rebuilt_as, release_freed_memory, remat_if_needed
 from vnca.mesh import data_mesh, shard_batches
 from vnca.recipes import TrainConfig
 from vnca.runs import (
@@ -105,6 +105,7 @@ def _fit(config, out, resume, data, progress, mesh, stop, auto_remat):
         # a new run's metrics start empty
         (out / METRICS).unlink(missing_ok=True)
     state = place_state(state, mesh)
+    release_freed_memory()  # what building the state compiled
     if auto_remat:
         calls = min(config.steps_per_call, config.steps - int(state.step))
         config = remat_if_needed(config, state, mesh, max(calls, 1))
@@ -126,6 +127,7 @@ def _fit(config, out, resume, data, progress, mesh, stop, auto_remat):
         desc=config.model,
     )
     window, window_start = [], time.perf_counter()
+    compiled = set()  # the (steps, scan length) of the calls compiled
     try:
         with stop:
             while step < config.steps and not stop.requested:
@@ -134,6 +136,12 @@ def _fit(config, out, resume, data, progress, mesh, stop, auto_remat):
                     np.stack([next(stream) for _ in range(n)]), mesh
                 )
                 length = scan_length(config, step, n)
+                if (n, length) not in compiled:  # compile first, then free
+                    train_steps_in_place.lower(
+                        stacked, config, state, mesh, length
+                    ).compile()
+                    release_freed_memory()
+                    compiled.add((n, length))
                 new_state, metrics = train_steps_in_place(
                     stacked, config, state, mesh, length
                 )
