@@ -146,8 +146,11 @@ def use_huge_pages() -> None:
     (`huge_page_environment`), unless they are asked for already: glibc
     reads its settings once, when a process starts."""
     environ = huge_page_environment()
-    if environ is not None:
+    if environ is not None and sys.executable:  # not in an embedded Python
         sys.stdout.flush()
-        os.execve(
-            sys.executable, [sys.executable, *sys.orig_argv[1:]], environ
-        )
+        try:
+            os.execve(
+                sys.executable, [sys.executable, *sys.orig_argv[1:]], environ
+            )
+        except OSError:  # could not start again: go on as it is
+            pass
