@@ -119,6 +119,19 @@ def apply(a, steps: int):
         vnca.nca.step = clipped_step
         vnca.pool.step = clipped_step  # the pool's regrowth measurements step too
 
+    if getattr(a, "leak", None):  # runs before this flag have no such field
+        inner_step, leak = vnca.nca.step, a.leak
+
+        def leaky_step(rule, state, key=None, update_probability=1.0, active=None):
+            """(1 - leak) (s + m * f(s)): every cell decays towards zero at every step, which
+            shifts the linearised step's spectrum by -leak: a slow mode the rule never saw in
+            training (the growth after thousands of steps) is damped unless f feeds it."""
+            new = inner_step(rule, state, key, update_probability, active)
+            keep = 1.0 - leak if active is None else 1.0 - leak * jnp.asarray(active, state.dtype)
+            return new * keep
+        vnca.nca.step = leaky_step
+        vnca.pool.step = leaky_step
+
     if a.warm:
         from vnca.runs import CHECKPOINT, load_run
         plain_init = train.init_state  # what `fit` starts a new run with

@@ -66,6 +66,10 @@ p.add_argument("--clip-logits", type=float,
                help="with --clip-hidden: also clip channel 0, the logits, to +-this")
 p.add_argument("--pool-noise", type=float,
                help="add Gaussian noise of this std to every state taken from the pool (all channels)")
+p.add_argument("--leak", type=float,
+               help="every NCA step (1 - leak) (s + m * f(s)): a decay of every cell towards zero "
+                    "that the rule must make up for on the digit, and that damps every mode it "
+                    "never learnt, at training and at test")
 p.add_argument("--batch", type=int)
 p.add_argument("--resume", action="store_true")
 p.add_argument("--set", nargs="*", default=[], help="TrainConfig field=value (int/float/str)")
