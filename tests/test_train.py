@@ -175,10 +175,12 @@ def test_sigterm_saves_and_stops(tmp_path, data, monkeypatch):
     monkeypatch.setattr(vnca.train, "train_steps_in_place", then_terminate)
     config = _config(steps=400, log_every=200, checkpoint_every=200)
     state = fit(config, tmp_path, data=data, progress=False)
-    assert int(state.step) == 2 and len(calls) == 1  # the call in flight finished, no other began
-    assert checkpoint.read_metadata(tmp_path / CHECKPOINT)["step"] == 2
+    # the call in flight (on a CPU a run's first call is one step: steps_in_call) finished, no other
+    # began
+    assert int(state.step) == 1 and len(calls) == 1
+    assert checkpoint.read_metadata(tmp_path / CHECKPOINT)["step"] == 1
     # logged too, before the first log_every: a run stopped early still has metrics (and a plot)
-    assert [r["step"] for r in read_metrics(tmp_path)] == [2]
+    assert [r["step"] for r in read_metrics(tmp_path)] == [1]
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handler was put back
 
 
@@ -466,7 +468,36 @@ def test_a_call_on_a_cpu_scans_only_as_far_as_its_steps_draw(tmp_path, data, mon
     monkeypatch.setattr(vnca.train, "train_steps_in_place", recording)
     config = _config("nondoubling")
     fit(config, tmp_path, data=data, progress=False)
-    assert lengths == [scan_length(config, s, 2) for s in range(0, 8, 2)]
+    # the first two steps one by one (steps_in_call), then calls of two
+    assert lengths == [scan_length(config, 0, 1), scan_length(config, 1, 1)] + [
+        scan_length(config, s, 2) for s in range(2, 8, 2)]
+
+
+def test_on_a_cpu_a_runs_first_steps_are_calls_of_one_by_the_step_alone(tmp_path, data, monkeypatch):
+    """A fused call takes steps_per_call times as long to compile: a run's first steps_per_call steps
+    are single calls (the first step in seconds), then fused ones; the grouping is the step's alone,
+    so a run resumed after them fuses at once, and on an accelerator every call is fused."""
+    import vnca.train
+    from vnca.nca import compiling_for
+    from vnca.step import steps_in_call
+
+    config = _config("baseline", steps=12, steps_per_call=4, log_every=4, checkpoint_every=4)
+    assert [steps_in_call(config, s) for s in (0, 1, 2, 3, 4, 5, 8)] == [1, 1, 1, 1, 4, 4, 4]
+    with compiling_for("tpu"):
+        assert steps_in_call(config, 0) == 4
+    original, sizes = vnca.train.train_steps_in_place, []
+
+    def recording(stacked, *args):
+        sizes.append(len(stacked))
+        return original(stacked, *args)
+
+    recording.lower = original.lower  # fit compiles a call before making it
+    monkeypatch.setattr(vnca.train, "train_steps_in_place", recording)
+    fit(dataclass_replace(config, steps=8), tmp_path, data=data, progress=False)
+    assert sizes == [1, 1, 1, 1, 4]
+    fit(config, tmp_path, data=data, progress=False, resume=True)  # from step 8: fused at once
+    assert sizes == [1, 1, 1, 1, 4, 4]
+    assert [r["step"] for r in read_metrics(tmp_path)] == [4, 8, 12]
 
 
 def test_a_one_device_mesh_exchanges_nothing():

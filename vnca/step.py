@@ -283,6 +283,20 @@ def scan_length(config: TrainConfig, first: int, count: int) -> int | None:
     return rounded if rounded < config.model_config.max_steps else None
 
 
+def steps_in_call(config: TrainConfig, step: int) -> int:
+    """The training steps of the call that starts at `step`: on a CPU, where
+    a call's steps are unrolled and a fused call takes steps_per_call times
+    as long to compile, a run's first steps_per_call steps are calls of one
+    (a first step in seconds; the fused call compiles after it); otherwise
+    steps_per_call. A function of the step alone, so that a resumed run
+    groups its steps as an unbroken one did, and computes the same bits."""
+    return (
+        1
+        if on_cpu() and step < config.steps_per_call
+        else (config.steps_per_call)
+    )
+
+
 def _batches_first(stacked, config, state, mesh, length=None):
     return train_steps.__wrapped__(config, state, stacked, mesh, length)
 

@@ -40,6 +40,7 @@ from vnca.step import (
     init_state,
     place_state,
     scan_length,
+    steps_in_call,
     train_steps_in_place,
 )
 
@@ -131,7 +132,7 @@ def _fit(config, out, resume, data, progress, mesh, stop, auto_remat):
     try:
         with stop:
             while step < config.steps and not stop.requested:
-                n = min(config.steps_per_call, config.steps - step)
+                n = min(steps_in_call(config, step), config.steps - step)
                 stacked = shard_batches(
                     np.stack([next(stream) for _ in range(n)]), mesh
                 )
