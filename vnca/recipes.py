@@ -275,9 +275,7 @@ def train_config(model: str, profile: str, **overrides) -> TrainConfig:
         )
     elif profile == "laptop":
         base = dict(
-            # on a CPU: two steps per call for the VNCAs, one for the
-            # baseline, and the first steps one by one (see below)
-            steps_per_call=1 if model == "baseline" else 2,
+            steps_per_call=1,  # on a CPU: one step per call (see below)
             log_every=50,
             checkpoint_every=500,
             **LAPTOP_RUNS[model],
