@@ -288,13 +288,12 @@ def steps_in_call(config: TrainConfig, step: int) -> int:
     a call's steps are unrolled and a fused call takes steps_per_call times
     as long to compile, a run's first steps_per_call steps are calls of one
     (a first step in seconds; the fused call compiles after it); otherwise
-    steps_per_call. A function of the step alone, so that a resumed run
-    groups its steps as an unbroken one did, and computes the same bits."""
-    return (
-        1
-        if on_cpu() and step < config.steps_per_call
-        else (config.steps_per_call)
-    )
+    steps_per_call. A function of the step alone, so that a run resumed with
+    the same steps_per_call groups its steps as an unbroken one did, and
+    computes the same bits."""
+    if on_cpu() and step < config.steps_per_call:
+        return 1
+    return config.steps_per_call
 
 
 def _batches_first(stacked, config, state, mesh, length=None):
