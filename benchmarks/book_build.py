@@ -4,6 +4,7 @@ jupyter-cache serves every chapter's outputs and only Sphinx runs).
 
     python benchmarks/book_build.py                 # writes benchmarks/results/book-build-cpu-2core.json
     python benchmarks/book_build.py --chapter vae   # the chapter whose prose is changed
+    python benchmarks/book_build.py --site /tmp/site  # and keep the built site (to look at it)
 
 Both run `make book` in a clone of this repository's HEAD, the first including its setup (a new
 virtual environment, the pinned requirements, node_modules), with the data from $VNCA_DATA_DIR and
@@ -15,6 +16,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -45,7 +47,10 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--chapter", default="vae", help="the chapter whose prose the second build changes")
     p.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "book-build-cpu-2core.json")
+    p.add_argument("--site", type=Path, help="copy the built site (_build/html) here, which must not exist")
     a = p.parse_args()
+    if a.site and a.site.exists():
+        sys.exit(f"--site {a.site}: it exists; name a new folder")
     if not os.environ.get("VNCA_DATA_DIR"):
         sys.exit("set VNCA_DATA_DIR to the data folder (the build would download it, and time that)")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
@@ -65,6 +70,8 @@ def main() -> int:
         chapter.write_text(text.rstrip("\n") + "\n\nA sentence added to time a prose-only rebuild.\n")
         prose = build(clone, env)
         print(f"after a prose-only change to {a.chapter}: {prose:.0f} s", flush=True)
+        if a.site:
+            shutil.copytree(clone / "_build" / "html", a.site)
     import jupyter_book
 
     record = {"command": "python benchmarks/book_build.py (make book, twice)", "fresh_s": fresh, "prose_only_s": prose,

@@ -91,6 +91,27 @@ def apply(a, steps: int):
         vnca.pool.return_to_pool = return_to_pool
         vnca.step.return_to_pool = return_to_pool  # the step imports it by name
 
+    if getattr(a, "worst_out", None):  # runs before this flag have no such field
+        from vnca.vae import bernoulli_log_likelihood
+        inner_return = vnca.pool.return_to_pool
+
+        def return_to_pool(pool, targets, finals, key, sharding=None, pattern=vnca.pool.PAPER_PATTERN):
+            """Growing NCA's pool (Mordvintsev et al. 2020): the batch's worst pool row (lowest
+            log p of its stored target at its final grid) is replaced by the seed row's freshly
+            grown state and target, so that entries that stay good live on and those the rule
+            has lost are grown anew; the rest as before (with --seed-write, the seed row's own
+            slot mostly keeps its entry)."""
+            b = targets.shape[0]
+            pool_row, _ = vnca.pool.pool_rows(b, pattern)
+            scores = jax.vmap(bernoulli_log_likelihood)(finals[..., 0], targets)
+            worst = jnp.argmin(jnp.where(pool_row, scores, jnp.inf))
+            seed = jnp.argmin(pool_row)  # the first row grown from a seed
+            targets = targets.at[worst].set(targets[seed])
+            finals = finals.at[worst].set(finals[seed])
+            return inner_return(pool, targets, finals, key, sharding, pattern)
+        vnca.pool.return_to_pool = return_to_pool
+        vnca.step.return_to_pool = return_to_pool
+
     if getattr(a, "rest_penalty", None):  # runs before this flag have no such field
         from vnca.vae import Terms
         inner, weight = vnca.pool.pooled_elbo, a.rest_penalty
@@ -123,12 +144,15 @@ def apply(a, steps: int):
         inner_step, leak = vnca.nca.step, a.leak
 
         def leaky_step(rule, state, key=None, update_probability=1.0, active=None):
-            """(1 - leak) (s + m * f(s)): every cell decays towards zero at every step, which
+            """s + m * f(s) - leak * s: every cell decays towards zero at every step, which
             shifts the linearised step's spectrum by -leak: a slow mode the rule never saw in
-            training (the growth after thousands of steps) is damped unless f feeds it."""
-            new = inner_step(rule, state, key, update_probability, active)
-            keep = 1.0 - leak if active is None else 1.0 - leak * jnp.asarray(active, state.dtype)
-            return new * keep
+            training (the growth after thousands of steps) is damped unless f feeds it. Written
+            as a subtraction: the product (1 - leak) (s + m * f(s)) compiles three times as
+            long and its training step runs 20 times slower (3.76 s against 0.19, entry 23)."""
+            decay = leak * state
+            if active is not None:
+                decay = decay * jnp.asarray(active, state.dtype)
+            return inner_step(rule, state, key, update_probability, active) - decay
         vnca.nca.step = leaky_step
         vnca.pool.step = leaky_step
 

@@ -13,7 +13,9 @@ does not have yet is patched in here, and moves into the chapters once a run jus
 - --rest-penalty L: the loss adds L times the squared update at the final grid;
 - --seed-write Q: a seed row's result enters the pool with probability Q only;
 - --clip-hidden C: every NCA step clips the hidden channels to +-C (the model changes: at test too);
-- --pool-noise S: Gaussian noise of std S on every state taken from the pool.
+- --pool-noise S: Gaussian noise of std S on every state taken from the pool;
+- --leak L: every NCA step s + m * f(s) - L * s, at training and at test;
+- --worst-out: the batch's worst pool row is replaced by the seed row's grown state.
 
     python run.py nondoubling --out runs/x --steps 4000 --warm nondoubling-laptop --pool-fresh 1
 """
@@ -67,9 +69,13 @@ p.add_argument("--clip-logits", type=float,
 p.add_argument("--pool-noise", type=float,
                help="add Gaussian noise of this std to every state taken from the pool (all channels)")
 p.add_argument("--leak", type=float,
-               help="every NCA step (1 - leak) (s + m * f(s)): a decay of every cell towards zero "
+               help="every NCA step s + m * f(s) - leak * s: a decay of every cell towards zero "
                     "that the rule must make up for on the digit, and that damps every mode it "
                     "never learnt, at training and at test")
+p.add_argument("--worst-out", action="store_true",
+               help="each step, the batch's worst pool row (lowest log p) is replaced by the seed "
+                    "row's grown state (Growing NCA's pool); with --seed-write, entries live on "
+                    "while they stay good")
 p.add_argument("--batch", type=int)
 p.add_argument("--resume", action="store_true")
 p.add_argument("--set", nargs="*", default=[], help="TrainConfig field=value (int/float/str)")
