@@ -188,12 +188,6 @@ def test_page_in_a_browser(browser, server, page_name):
         .filter(p => p.scrollWidth > p.clientWidth + 1)
         .map(p => p.textContent.split('\\n').reduce((a, b) => a.length > b.length ? a : b))""")
     assert wide == [], f"{page_name}: code or output wider than the column: {wide}"
-    # On a phone 390 pixels wide the page does not scroll sideways (a code block scrolls inside
-    # itself; a long path in the prose breaks).
-    page.set_viewport_size({"width": 390, "height": 844})
-    width = page.evaluate("() => document.documentElement.scrollWidth")
-    assert width <= 390, f"{page_name}: {width} pixels wide on a 390-pixel phone screen"
-    page.set_viewport_size({"width": 1280 - 15, "height": 720})
     # A live VNCA, where the page has one, has loaded its model and runs.
     demos = page.evaluate("() => document.querySelectorAll('.vnca-live').length")
     if page_name in ("book/intro", "book/pool", "book/live"):
@@ -203,6 +197,11 @@ def test_page_in_a_browser(browser, server, page_name):
                                timeout=30_000)
         assert page.evaluate("() => document.querySelectorAll('.vnca-live-error').length") == 0
         assert page.evaluate("() => document.querySelectorAll('.vnca-live canvas').length") >= demos
+    # On a phone 390 pixels wide the page, its live VNCA drawn, does not scroll sideways (a code
+    # block scrolls inside itself; a long path in the prose breaks).
+    page.set_viewport_size({"width": 390, "height": 844})
+    width = page.evaluate("() => document.documentElement.scrollWidth")
+    assert width <= 390, f"{page_name}: {width} pixels wide on a 390-pixel phone screen"
     # Every image has loaded and has a size.
     images = page.evaluate("""() => [...document.images].map(i => [i.src, i.complete && i.naturalWidth > 0])""")
     broken = [src for src, ok in images if not ok]
