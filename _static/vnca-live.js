@@ -6,8 +6,10 @@
   "use strict";
 
   // The file: MAGIC, the SHA-256 of the rest (header and values alike), the
-  // header's length (uint32), the JSON header, the float32 values.
-  const MAGIC = "VNCAWEB2";
+  // header's length (uint32), the JSON header, the float32 values, then the
+  // bytes of the tensors kept as integers (the encoder's weights, in a few
+  // bits each with a float32 scale per output channel; the example digits).
+  const MAGIC = "VNCAWEB3";
   const START = 8 + 32 + 4;
 
   // ---- the file
@@ -20,12 +22,45 @@
     return new Uint8Array(await subtle.digest("SHA-256", bytes));
   }
 
+  // `size` integers of `bits` bits (offset to unsigned, little-endian) from
+  // codes[start], each times its output channel's scale (channels last).
+  function dequantise(codes, start, bits, size, scale) {
+    const out = new Float32Array(size), bound = 2 ** (bits - 1) - 1;
+    const mask = (1 << bits) - 1, channels = scale.length;
+    for (let k = 0; k < size; k++) {
+      const bit = k * bits, at = start + (bit >> 3);
+      const word = codes[at] | ((codes[at + 1] || 0) << 8);  // bits <= 8
+      out[k] = (((word >> (bit & 7)) & mask) - bound) * scale[k % channels];
+    }
+    return out;
+  }
+
+  function tensor(key, entry, flat, codes) {
+    const size = entry.shape.reduce((a, b) => a * b, 1);
+    const outside = new Error(`the model file's tensor ${key} lies outside it`);
+    if (entry.bits === undefined) {
+      if (entry.offset < 0 || entry.offset + size > flat.length) throw outside;
+      return flat.subarray(entry.offset, entry.offset + size);
+    }
+    const length = entry.bits === "u8" ? size : Math.ceil(size * entry.bits / 8);
+    if (entry.byte < 0 || entry.byte + length > codes.length) throw outside;
+    if (entry.bits === "u8") {
+      return Float32Array.from(codes.subarray(entry.byte, entry.byte + size));
+    }
+    const channels = entry.shape[entry.shape.length - 1];
+    if (!(entry.bits >= 2 && entry.bits <= 8) || entry.scale < 0 ||
+        entry.scale + channels > flat.length) throw outside;
+    return dequantise(codes, entry.byte, entry.bits, size,
+                      flat.subarray(entry.scale, entry.scale + channels));
+  }
+
   async function parse(buffer) {
     const bytes = new Uint8Array(buffer);
     const magic = String.fromCharCode(...bytes.subarray(0, 8));
-    if (magic === "VNCAWEB1") {
-      throw new Error("the model file is of an older format, whose header " +
-                      "was not checked: write it again with vnca export-web");
+    if (magic === "VNCAWEB1" || magic === "VNCAWEB2") {
+      throw new Error("the model file is of an older format (without the " +
+                      "encoder the drawing pad runs): write it again with " +
+                      "vnca export-web");
     }
     if (magic !== MAGIC || bytes.length < START) {
       throw new Error("not a vnca file for the browser");
@@ -38,21 +73,19 @@
     const length = new DataView(buffer).getUint32(8 + 32, true);
     const header = JSON.parse(
       new TextDecoder().decode(bytes.subarray(START, START + length)));
-    if (bytes.length - START - length !== 4 * header.values) {
+    const codesStart = START + length + 4 * header.values;
+    if (bytes.length !== codesStart + header.bytes) {
       throw new Error("the model file's header does not describe its values");
     }
     const flat = new Float32Array(buffer, START + length, header.values);
     if (!flat.every(Number.isFinite)) {
       throw new Error("the model file holds values that are NaN or infinite");
     }
+    const codes = bytes.subarray(codesStart);
     const tensors = {};
     for (const [key, entry] of Object.entries(header.tensors)) {
-      const size = entry.shape.reduce((a, b) => a * b, 1);
-      if (entry.offset < 0 || entry.offset + size > flat.length) {
-        throw new Error(`the model file's tensor ${key} lies outside it`);
-      }
       tensors[key] = { shape: entry.shape,
-                       data: flat.subarray(entry.offset, entry.offset + size) };
+                       data: tensor(key, entry, flat, codes) };
     }
     return { header, tensors };
   }
@@ -106,6 +139,8 @@
       }
       this.examples = { images: tensors["examples.images"],
                         latents: tensors["examples.latents"] };
+      // q(z|x), in files of non-doubling models (the drawing pad's)
+      this.encoder = tensors["encoder.linear.weight"] ? new Encoder(tensors) : null;
     }
 
     latent(index) {  // the mean encoding of example `index`
@@ -226,6 +261,18 @@
       return out;
     }
 
+    // log p(x | grid): the Bernoulli log-likelihood of a 0/1 image x under
+    // the logits in channel 0, summed over the cells, in nats.
+    logLikelihood(state, x) {
+      const c = this.channels;
+      let sum = 0;
+      for (let cell = 0; cell < x.length; cell++) {
+        const l = state[cell * c];  // x l - softplus(l), computed stably
+        sum += x[cell] * l - Math.max(l, 0) - Math.log1p(Math.exp(-Math.abs(l)));
+      }
+      return sum;
+    }
+
     // Damage: every channel of the cells within `radius` of (cx, cy) zeroed.
     damage(state, side, cx, cy, radius) {
       const c = this.channels;
@@ -237,6 +284,61 @@
         }
       }
       return state;
+    }
+  }
+  // q(z|x): five 5x5 convolutions with ELU, zero-padded by 2 (strides 1, 2,
+  // 2, 2, 2: 32x32 down to 2x2), then a linear layer to the mean and the
+  // log standard deviation, as the package's Encoder.
+  class Encoder {
+    constructor(tensors) {
+      this.convs = [0, 1, 2, 3, 4].map((i) => ({
+        weight: tensors[`encoder.conv.${i}.weight`],
+        bias: tensors[`encoder.conv.${i}.bias`].data,
+        stride: i === 0 ? 1 : 2 }));
+      this.weight = tensors["encoder.linear.weight"].data;  // (2*2*c, 2z)
+      this.bias = tensors["encoder.linear.bias"].data;
+    }
+
+    conv(input, side, layer) {
+      const [k, , cIn, cOut] = layer.weight.shape, w = layer.weight.data;
+      const stride = layer.stride, pad = (k - 1) / 2;
+      const out = Math.floor((side + 2 * pad - k) / stride) + 1;
+      const h = new Float64Array(out * out * cOut);
+      for (let y = 0; y < out; y++) {
+        for (let x = 0; x < out; x++) {
+          const cell = (y * out + x) * cOut;
+          for (let o = 0; o < cOut; o++) h[cell + o] = layer.bias[o];
+          for (let ky = 0; ky < k; ky++) {
+            const yy = y * stride + ky - pad;
+            if (yy < 0 || yy >= side) continue;
+            for (let kx = 0; kx < k; kx++) {
+              const xx = x * stride + kx - pad;
+              if (xx < 0 || xx >= side) continue;
+              const source = (yy * side + xx) * cIn;
+              const tap = (ky * k + kx) * cIn * cOut;
+              for (let i = 0; i < cIn; i++) {
+                const v = input[source + i];
+                if (v === 0) continue;
+                const row = tap + i * cOut;
+                for (let o = 0; o < cOut; o++) h[cell + o] += v * w[row + o];
+              }
+            }
+          }
+        }
+      }
+      elu(h);
+      return { h, side: out };
+    }
+
+    // A 32x32 image (row by row) to { mean, logScale }, each z numbers.
+    encode(image) {
+      let h = Float64Array.from(image), side = 32;
+      for (const layer of this.convs) ({ h, side } = this.conv(h, side, layer));
+      const out = new Float64Array(this.bias.length);
+      perCell(h, 0, h.length, this.weight, this.bias, out, 0);
+      const z = out.length / 2;
+      return { mean: Float32Array.from(out.subarray(0, z)),
+               logScale: Float32Array.from(out.subarray(z)) };
     }
   }
   // ---- end of the decoder
@@ -296,6 +398,157 @@
            Math.cos(2 * Math.PI * Math.random());
   }
 
+  // A 0/1 image's log p under each grid, over the steps: a line, with the
+  // steps where the reader damaged the grid marked.
+  function chart(canvas, history, marks) {
+    const context = canvas.getContext("2d"), w = canvas.width, h = canvas.height;
+    context.clearRect(0, 0, w, h);
+    const shown = history.slice(-400);
+    if (shown.length < 2) return;
+    const first = shown[0].step, last = shown[shown.length - 1].step;
+    let low = Math.min(...shown.map((p) => p.value));
+    let high = Math.max(...shown.map((p) => p.value));
+    if (high - low < 20) low = high - 20;  // a flat line stays flat
+    const x = (step) => 4 + (w - 8) * (step - first) / Math.max(last - first, 1);
+    const y = (value) => 4 + (h - 8) * (high - value) / (high - low);
+    context.strokeStyle = "#999";
+    for (const step of marks) {
+      if (step < first) continue;
+      context.beginPath();
+      context.moveTo(x(step), 0);
+      context.lineTo(x(step), h);
+      context.stroke();
+    }
+    context.strokeStyle = "#1f4e9c";  // dark blue: reads in every colour vision
+    context.lineWidth = 2;
+    context.beginPath();
+    shown.forEach((p, k) => (k ? context.lineTo : context.moveTo)
+      .call(context, x(p.step), y(p.value)));
+    context.stroke();
+    context.lineWidth = 1;
+    context.fillStyle = "#444";
+    context.font = "11px sans-serif";
+    context.fillText(`${high.toFixed(0)}`, w - 34, 12);
+    context.fillText(`${low.toFixed(0)}`, w - 34, h - 4);
+  }
+
+  // The drawing pad: a 32x32 grid of cells, ink or none, inked only inside
+  // the data's 28x28 area (the 2-cell border is always blank in the data).
+  function makePad(onChange) {
+    const side = 32, margin = 2, ink = new Float32Array(side * side);
+    const canvas = el("canvas", { width: side * SCALE, height: side * SCALE,
+      class: "vnca-live-pad", tabindex: "0",
+      role: "img", "aria-label": "drawing pad, 32 by 32 cells: draw with " +
+      "mouse, pen or finger; with the keyboard, arrows move the pen and " +
+      "space inks or clears the cell under it" });
+    const undo = [];
+    let pen = "bold", cursor = { x: 15, y: 15 }, focused = false, last = null;
+    const inside = (x, y) => x >= margin && x < side - margin &&
+                             y >= margin && y < side - margin;
+    const draw = () => {
+      const context = canvas.getContext("2d"), s = canvas.width / side;
+      paint(canvas, ink, side);
+      context.fillStyle = "rgba(120, 120, 120, 0.25)";  // outside the 28x28
+      context.fillRect(0, 0, canvas.width, margin * s);
+      context.fillRect(0, (side - margin) * s, canvas.width, margin * s);
+      context.fillRect(0, margin * s, margin * s, (side - 2 * margin) * s);
+      context.fillRect((side - margin) * s, margin * s, margin * s,
+                       (side - 2 * margin) * s);
+      if (focused) {
+        context.strokeStyle = "#1f4e9c";
+        context.lineWidth = 2;
+        context.strokeRect(cursor.x * s + 1, cursor.y * s + 1, s - 2, s - 2);
+      }
+    };
+    // ink the cells a pen at (x, y), in cells, covers: the cell under a fine
+    // pen; the cells whose centres lie within one cell of a bold one
+    const dab = (x, y) => {
+      if (pen === "fine") {
+        const cx = Math.floor(x), cy = Math.floor(y);
+        if (inside(cx, cy)) ink[cy * side + cx] = 1;
+        return;
+      }
+      for (let cy = Math.floor(y) - 1; cy <= Math.floor(y) + 1; cy++) {
+        for (let cx = Math.floor(x) - 1; cx <= Math.floor(x) + 1; cx++) {
+          if (inside(cx, cy) && (cx + 0.5 - x) ** 2 + (cy + 0.5 - y) ** 2 <= 1) {
+            ink[cy * side + cx] = 1;
+          }
+        }
+      }
+    };
+    const at = (event) => {
+      const box = canvas.getBoundingClientRect();
+      return { x: ((event.clientX - box.left) / box.width) * side,
+               y: ((event.clientY - box.top) / box.height) * side };
+    };
+    canvas.addEventListener("pointerdown", (event) => {
+      event.preventDefault();
+      canvas.setPointerCapture(event.pointerId);
+      undo.push(ink.slice());
+      last = at(event);
+      dab(last.x, last.y);
+      draw();
+    });
+    canvas.addEventListener("pointermove", (event) => {
+      if (last === null) return;
+      const next = at(event);  // a stroke stays whole however fast it goes
+      const n = Math.ceil(4 * Math.hypot(next.x - last.x, next.y - last.y));
+      for (let k = 1; k <= n; k++) {
+        dab(last.x + (next.x - last.x) * k / n, last.y + (next.y - last.y) * k / n);
+      }
+      last = next;
+      draw();
+    });
+    const end = () => {
+      if (last === null) return;
+      last = null;
+      onChange(ink);
+    };
+    canvas.addEventListener("pointerup", end);
+    canvas.addEventListener("pointercancel", end);
+    canvas.addEventListener("focus", () => { focused = true; draw(); });
+    canvas.addEventListener("blur", () => { focused = false; draw(); });
+    canvas.addEventListener("keydown", (event) => {
+      const moves = { ArrowLeft: [-1, 0], ArrowRight: [1, 0],
+                      ArrowUp: [0, -1], ArrowDown: [0, 1] };
+      if (moves[event.key]) {
+        const [dx, dy] = moves[event.key];
+        cursor = { x: Math.min(side - 1, Math.max(0, cursor.x + dx)),
+                   y: Math.min(side - 1, Math.max(0, cursor.y + dy)) };
+      } else if (event.key === " " || event.key === "Enter") {
+        if (!inside(cursor.x, cursor.y)) return;
+        undo.push(ink.slice());
+        const k = cursor.y * side + cursor.x;
+        ink[k] = 1 - ink[k];
+        onChange(ink);
+      } else {
+        return;
+      }
+      event.preventDefault();
+      draw();
+    });
+    const clear = () => {
+      undo.push(ink.slice());
+      ink.fill(0);
+      draw();
+      onChange(ink);
+    };
+    const back = () => {
+      if (undo.length) ink.set(undo.pop());
+      draw();
+      onChange(ink);
+    };
+    const penChoice = el("select", { "aria-label": "pen" },
+      el("option", { value: "bold", text: "bold pen" }),
+      el("option", { value: "fine", text: "fine pen (one cell)" }));
+    penChoice.addEventListener("change", () => { pen = penChoice.value; });
+    draw();
+    return { canvas, ink, clear, undo: back, penChoice };
+  }
+
+  const SAMPLES = 4;  // z ~ q(z|x), grown beside the mean
+  const FASTEST = 61;  // the speed slider's last value: as fast as it goes
+
   function mountNonDoubling(root, decoder) {
     const side = decoder.header.decoder.side;
     const canvas = el("canvas", { width: side * SCALE, height: side * SCALE,
@@ -308,46 +561,130 @@
     const counter = el("span", { class: "vnca-live-count" });
     const target = el("canvas", { width: side * 3, height: side * 3,
                                   class: "vnca-live-channel" });
+    const targetCaption = el("figcaption", { text: "the test digit encoded" });
     const targetBox = el("figure", { class: "vnca-live-target" }, target,
-                         el("figcaption", { text: "the test digit encoded" }));
-    const showTarget = (index) => {
-      targetBox.hidden = index === null;
-      if (index !== null) {
-        const images = decoder.examples.images.data;
-        paint(target, images.subarray(index * side * side, (index + 1) * side * side), side);
-      }
-    };
-    let z = decoder.latent(0), example = 0, grid = decoder.seed(z), steps = 0;
+                         targetCaption);
+    const score = el("span", { class: "vnca-live-score", "aria-live": "off" });
+    const plot = el("canvas", { width: 320, height: 72,
+      class: "vnca-live-chart", role: "img",
+      "aria-label": "log p of the digit under the grid, over the last steps" });
+    const images = decoder.examples.images.data;
+    let example = 0, image = images.slice(0, side * side), z = decoder.latent(0);
+    let encoded = null, grid = decoder.seed(z), steps = 0;
     let playing = true, speed = 15, brush = 4, probability = decoder.updateProbability;
+    let history = [], marks = [], visible = true;
+    const showTarget = (caption) => {
+      targetBox.hidden = image === null;
+      if (image !== null) paint(target, image, side);
+      targetCaption.textContent = caption;
+      score.hidden = plot.hidden = image === null;
+    };
+    const logp = () => (image === null ? null : decoder.logLikelihood(grid.state, image));
+    const record = () => {
+      if (image === null) return;
+      history.push({ step: steps, value: logp() });
+      if (history.length > 4000) history = history.slice(-2000);
+    };
     const draw = () => {
       paint(canvas, decoder.pixels(grid.state, side), side);
       if (!channelBox.hidden) paintChannels(channels, decoder, grid.state, side);
       counter.textContent = `step ${steps}`;
+      if (image !== null && history.length) {
+        const value = history[history.length - 1].value;
+        score.textContent = `log p(digit | grid) = ${value.toFixed(1)} nats`;
+        chart(plot, history, marks);
+      }
     };
-    const reset = () => { grid = decoder.seed(z); steps = 0; draw(); };
+    const reset = () => {
+      grid = decoder.seed(z);
+      steps = 0;
+      history = [];
+      marks = [];
+      record();
+      draw();
+    };
+
+    // samples z ~ q(z|x) of the encoded drawing or digit, grown one step a
+    // frame each beside the mean's grid, up to the decoder's test T
+    const sampleCanvases = Array.from({ length: SAMPLES }, () => el("canvas", {
+      width: side * 3, height: side * 3, class: "vnca-live-channel" }));
+    const sampleBox = el("figure", { class: "vnca-live-samples", hidden: "" },
+      el("div", {}, ...sampleCanvases),
+      el("figcaption", { text: "samples z ~ q(z|x), each grown " +
+                         `${decoder.header.decoder.test_steps} steps` }));
+    let samples = [];
+    const drawSamples = (e) => {
+      samples = sampleCanvases.map(() => {
+        const zs = e.mean.map((m, k) => m + Math.exp(e.logScale[k]) * gaussian());
+        return { z: zs, grid: decoder.seed(zs), steps: 0 };
+      });
+      sampleBox.hidden = false;
+    };
+    const growSamples = () => {
+      const T = decoder.header.decoder.test_steps;
+      const next = samples.find((s) => s.steps < T);
+      if (!next) return;
+      decoder.step(next.grid.state, side, probability);
+      next.steps += 1;
+      const k = samples.indexOf(next);
+      paint(sampleCanvases[k], decoder.pixels(next.grid.state, side), side);
+    };
+
+    const encodeImage = (x, caption) => {
+      image = Float32Array.from(x);
+      encoded = decoder.encoder.encode(image);
+      z = encoded.mean;
+      showTarget(caption);
+      drawSamples(encoded);
+      reset();
+    };
     const play = el("button", { type: "button", text: "Pause", onclick: () => {
       playing = !playing;
       play.textContent = playing ? "Pause" : "Play";
     } });
+    const damageSquare = () => {  // the paper's damage: a 16x16 square zeroed
+      const x0 = Math.floor(Math.random() * (side / 2 + 1));
+      const y0 = Math.floor(Math.random() * (side / 2 + 1));
+      for (let y = y0; y < y0 + side / 2; y++) {
+        grid.state.fill(0, (y * side + x0) * decoder.channels,
+                        (y * side + x0 + side / 2) * decoder.channels);
+      }
+      marks.push(steps);
+      record();
+      draw();
+    };
+    const speedSlider = slider("steps/s", 1, FASTEST, 1, speed, (v) => { speed = v; });
+    const speedShown = speedSlider.node.querySelector(".vnca-live-value");
+    speedSlider.input.addEventListener("input", () => {
+      if (speed === FASTEST) speedShown.textContent = "as fast as it goes";
+    });
     const controls = el("div", { class: "vnca-live-controls" },
       play,
       el("button", { type: "button", text: "Reset", onclick: reset }),
+      el("button", { type: "button", text: "Damage", onclick: damageSquare,
+                     title: "zero a random 16x16 square, every channel" }),
       el("button", { type: "button", text: "Next test digit", onclick: () => {
         example = (example + 1) % decoder.examples.latents.shape[0];
+        image = images.slice(example * side * side, (example + 1) * side * side);
         z = decoder.latent(example);
-        showTarget(example);
+        sampleBox.hidden = true;
+        samples = [];
+        showTarget("the test digit encoded");
         reset();
       } }),
       el("button", { type: "button", text: "New sample", onclick: () => {
         z = Float32Array.from({ length: decoder.channels }, gaussian);
-        showTarget(null);
+        image = null;
+        sampleBox.hidden = true;
+        samples = [];
+        showTarget("");
         reset();
       } }),
       el("button", { type: "button", text: "Hidden channels", onclick: () => {
         channelBox.hidden = !channelBox.hidden;
         draw();
       } }),
-      slider("steps/s", 1, 60, 1, speed, (v) => { speed = v; }).node,
+      speedSlider.node,
       slider("brush", 1, 10, 1, brush, (v) => { brush = v; }).node,
       slider("update probability", 0.1, 1, 0.05, probability,
              (v) => { probability = v; }).node,
@@ -358,28 +695,81 @@
       const x = ((event.clientX - box.left) / box.width) * side;
       const y = ((event.clientY - box.top) / box.height) * side;
       decoder.damage(grid.state, side, Math.floor(x), Math.floor(y), brush);
+      record();
       draw();
     };
-    canvas.addEventListener("pointerdown", (e) => { dragging = true; hurt(e); });
+    canvas.addEventListener("pointerdown", (e) => {
+      dragging = true;
+      marks.push(steps);
+      hurt(e);
+    });
     canvas.addEventListener("pointermove", (e) => { if (dragging) hurt(e); });
     window.addEventListener("pointerup", () => { dragging = false; });
+
+    // the drawing pad, where the file holds the encoder and the page wants it
+    let pad = null, padBox = null;
+    if (decoder.encoder && root.dataset.pad !== "no") {
+      let pending = null;
+      pad = makePad((ink) => {  // encode a moment after the pen stops
+        clearTimeout(pending);
+        pending = setTimeout(() => {
+          if (ink.some((v) => v > 0)) encodeImage(ink, "your drawing, encoded");
+        }, 60);
+      });
+      padBox = el("div", { class: "vnca-live-padbox" },
+        el("figure", { class: "vnca-live-target" }, pad.canvas,
+           el("figcaption", { text: "draw a digit (the shaded rim " +
+                              "stays blank, as in the data)" })),
+        el("div", { class: "vnca-live-controls" },
+           el("button", { type: "button", text: "Clear", onclick: pad.clear }),
+           el("button", { type: "button", text: "Undo", onclick: pad.undo }),
+           pad.penChoice));
+    }
+
+    // step only while the demo is on screen: no work for a reader elsewhere
+    if (typeof IntersectionObserver !== "undefined") {
+      new IntersectionObserver((entries) => {
+        visible = entries[entries.length - 1].isIntersecting;
+      }).observe(root);
+    }
     let last = 0;
     const tick = (now) => {
-      if (playing && now - last >= 1000 / speed) {
-        decoder.step(grid.state, side, probability);
-        steps += 1;
-        last = now;
-        draw();
+      if (playing && visible) {
+        if (speed === FASTEST) {  // steps until most of a frame is spent
+          const start = performance.now();
+          do {
+            decoder.step(grid.state, side, probability);
+            steps += 1;
+            record();
+          } while (performance.now() - start < 12);
+          draw();
+        } else if (now - last >= 1000 / speed) {
+          decoder.step(grid.state, side, probability);
+          steps += 1;
+          last = now;
+          record();
+          draw();
+        }
+        growSamples();
       }
       requestAnimationFrame(tick);
     };
+    // the pad first: what it draws is encoded, grown and scored below it
+    if (padBox) root.append(padBox);
     root.append(el("div", { class: "vnca-live-stage" }, canvas, targetBox,
-                   channelBox), controls);
+                   channelBox),
+                el("div", { class: "vnca-live-scorebox" }, score, plot),
+                sampleBox, controls);
     // for scripts (and the book's tests): the running state
     root.vnca = { decoder, grid: () => grid, steps: () => steps,
-                  pause: () => { if (playing) play.click(); }, reset };
-    showTarget(0);
-    draw();
+                  pause: () => { if (playing) play.click(); },
+                  play: () => { if (!playing) play.click(); }, reset, logp, history: () => history, visible: () => visible,
+                  image: () => image, encoded: () => encoded,
+                  samples: () => samples, pad: pad && (() => Array.from(pad.ink)),
+                  damageSquare, step: () => { decoder.step(grid.state, side, probability);
+                                              steps += 1; record(); draw(); } };
+    showTarget("the test digit encoded");
+    reset();
     requestAnimationFrame(tick);
   }
 

@@ -11,7 +11,8 @@ import pytest
 from conftest import serving
 from vnca import pretrained
 from vnca.doubling import double
-from vnca.live import BrowserFileError, export_for_browser, read_browser_file, rule_tensors, write_browser_file
+from vnca.live import (ENCODER_BITS, BrowserFileError, encoder_tensors, export_for_browser, pack, quantise,
+                       read_browser_file, rule_tensors, unpack, write_browser_file)
 from vnca.nca import run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -184,6 +185,8 @@ def demo(page, files):
         '<!doctype html><link rel="icon" href="data:,"><script src="vnca-live.js"></script>'
         '<div class="vnca-live" id="nd" data-model="nondoubling-laptop.vncaweb"></div>'
         '<div class="vnca-live" id="db" data-model="doubling-laptop.vncaweb"></div>')
+    # below the demos, a page's worth of text: the demos can be scrolled out of view
+    (files / "demo.html").write_text((files / "demo.html").read_text() + '<div style="height:4000px"></div>')
     page.goto(page.url.replace("harness.html", "demo.html"), wait_until="load")
     page.wait_for_function("() => document.querySelectorAll('.vnca-live-ready').length == 2")
     return page
@@ -316,3 +319,164 @@ def test_a_page_opened_as_a_file_says_how_to_serve_it(tmp_path, files, browser):
         assert "make serve" in text and "Failed to fetch" not in text
     finally:
         page.close()
+
+
+# ------------------------------------------------------------------------ issue 35: the drawing pad
+
+# the page's encoder means against JAX's float32 encoder: the largest change that ENCODER_BITS make,
+# measured on 2,000 test digits, was 0.067 (the chapter "A VNCA in your browser" measures it)
+ENCODER_TOLERANCE = 0.1
+
+
+@pytest.mark.parametrize("bits", range(2, 9))
+def test_packed_integers_come_back_and_quantising_errs_by_half_a_step(bits):
+    rng = np.random.default_rng(bits)
+    bound = 2 ** (bits - 1) - 1
+    q = rng.integers(-bound, bound + 1, 1001)
+    raw = np.frombuffer(pack(q, bits), np.uint8)
+    assert raw.size == -(-1001 * bits // 8)
+    np.testing.assert_array_equal(unpack(raw, bits, 1001), q)
+    w = rng.normal(size=(5, 3, 7)).astype(np.float32)
+    codes, scale = quantise(w, bits)
+    assert np.abs(codes).max() == bound and scale.shape == (7,)
+    assert np.all(np.abs(codes * scale - w) <= scale / 2 + 1e-7)
+
+
+def test_the_non_doubling_file_holds_its_encoder_in_few_bits(files):
+    header, tensors = read_browser_file(files / "nondoubling-laptop.vncaweb")
+    model = pretrained.load("nondoubling-laptop")
+    weights = [k for k in encoder_tensors(model.encoder) if "weight" in k]
+    for key, value in encoder_tensors(model.encoder).items():
+        stored = tensors[f"encoder.{key}"]
+        if key in weights:
+            bits = ENCODER_BITS[weights.index(key)]
+            assert header["tensors"][f"encoder.{key}"]["bits"] == bits
+            step = np.abs(value).reshape(-1, value.shape[-1]).max(axis=0) / (2 ** (bits - 1) - 1)
+            assert np.all(np.abs(stored - value) <= step / 2 + 1e-7)
+        else:
+            np.testing.assert_array_equal(stored, value)
+    assert header["tensors"]["examples.images"]["bits"] == "u8"
+    assert "encoder.linear.weight" not in read_browser_file(files / "doubling-laptop.vncaweb")[1]
+
+
+def _encoder_from_file(model, tensors):
+    """`model`'s encoder with the weights a page reads from its file."""
+    import equinox as eqx
+
+    encoder = model.encoder
+    for i in range(len(encoder.convs)):
+        encoder = eqx.tree_at(lambda e: e.convs[i].weight, encoder, jnp.asarray(tensors[f"encoder.conv.{i}.weight"]))
+    return eqx.tree_at(lambda e: e.linear.weight, encoder, jnp.asarray(tensors["encoder.linear.weight"].T))
+
+
+@pytest.mark.slow
+def test_javascript_encoder_equals_jax(page, files):
+    model = pretrained.load("nondoubling-laptop")
+    _, tensors = read_browser_file(files / "nondoubling-laptop.vncaweb")
+    got = _js(page, """
+        const out = [];
+        for (let k = 0; k < 4; k++) {
+            const e = nd.encoder.encode(nd.examples.images.data.subarray(k * 1024, (k + 1) * 1024));
+            out.push([Array.from(e.mean), Array.from(e.logScale)]);
+        }
+        return out;""")
+    mean, log_scale = np.array(got, np.float32).transpose(1, 0, 2)
+    images = jnp.asarray(tensors["examples.images"])
+    # the same numbers as JAX computes from the file's weights
+    want_mean, want_log_scale = jax.vmap(_encoder_from_file(model, tensors))(images)
+    np.testing.assert_allclose(mean, want_mean, atol=1e-4)
+    np.testing.assert_allclose(log_scale, want_log_scale, atol=1e-4)
+    # and within the stated tolerance of the float32 encoder
+    float_mean, float_log_scale = jax.vmap(model.encoder)(images)
+    assert np.abs(mean - float_mean).max() <= ENCODER_TOLERANCE
+    assert np.abs(log_scale - float_log_scale).max() <= ENCODER_TOLERANCE
+
+
+def _draw(demo, image, pointer="mouse"):
+    """Tap every ink cell of `image` on the pad with the fine pen; wait for the page to encode it."""
+    demo.click("#nd button:has-text('Clear')")
+    demo.select_option("#nd select", "fine")
+    box = demo.locator("#nd canvas.vnca-live-pad").bounding_box()
+    cell = box["width"] / 32
+    for y, x in zip(*np.nonzero(image)):
+        at = (box["x"] + (x + 0.5) * cell, box["y"] + (y + 0.5) * cell)
+        demo.touchscreen.tap(*at) if pointer == "touch" else demo.mouse.click(*at)
+    demo.wait_for_function(f"() => {{ const v = document.getElementById('nd').vnca;"
+                           f" return v.image() && v.image().reduce((a, b) => a + b, 0) == {int(image.sum())}; }}")
+
+
+@pytest.mark.slow
+def test_a_scripted_drawing_is_the_data_encoded_grown_and_scored_as_jax_does(demo, files):
+    from vnca.data import load_binarized_mnist
+    from vnca.vae import bernoulli_log_likelihood
+
+    digit = load_binarized_mnist().test[7]
+    _draw(demo, digit)
+    v = "document.getElementById('nd').vnca"
+    np.testing.assert_array_equal(np.array(demo.evaluate(f"() => {v}.pad()")).reshape(32, 32), digit)
+    np.testing.assert_array_equal(np.array(demo.evaluate(f"() => Array.from({v}.image())")).reshape(32, 32), digit)
+    model = pretrained.load("nondoubling-laptop")
+    _, tensors = read_browser_file(files / "nondoubling-laptop.vncaweb")
+    encoded = demo.evaluate(f"() => {{ const e = {v}.encoded(); return [Array.from(e.mean), Array.from(e.logScale)]; }}")
+    mean, log_scale = _encoder_from_file(model, tensors)(jnp.asarray(digit, jnp.float32))
+    np.testing.assert_allclose(encoded[0], mean, atol=1e-4)
+    # the grid grows from the mean, and the log p shown is JAX's for the grid shown
+    demo.evaluate(f"() => {{ {v}.pause(); {v}.reset(); for (let k = 0; k < 20; k++) {v}.step(); }}")
+    state = np.array(demo.evaluate(f"() => Array.from({v}.grid().state)"), np.float32).reshape(32, 32, 32)
+    want = run(model.decoder.rule, model.decoder.seed(jnp.asarray(encoded[0])), 20)
+    np.testing.assert_allclose(state, want, rtol=1e-3, atol=1e-3)
+    shown = demo.evaluate(f"() => {v}.history()[{v}.history().length - 1].value")
+    np.testing.assert_allclose(shown, bernoulli_log_likelihood(jnp.asarray(state[..., 0]), digit), rtol=1e-5)
+    text = demo.inner_text("#nd .vnca-live-score")
+    assert text == f"log p(digit | grid) = {shown:.1f} nats"
+    # samples z ~ q(z|x): different from each other and from the mean
+    samples = np.array(demo.evaluate(f"() => {v}.samples().map((s) => Array.from(s.z))"))
+    assert samples.shape == (4, 32)
+    assert np.all(np.abs(samples - np.asarray(mean)).max(axis=1) > 0.1)
+    assert len({tuple(s) for s in samples.round(4)}) == 4
+    # damage shows as a dip in log p, and the chart marks it
+    before = demo.evaluate(f"() => {v}.logp()")
+    demo.click("#nd button:has-text('Damage')")
+    assert demo.evaluate(f"() => {v}.logp()") < before
+
+
+@pytest.mark.slow
+def test_the_pad_takes_touch_and_the_keyboard(browser, files, demo):
+    context = browser.new_context(has_touch=True, viewport={"width": 390, "height": 900})
+    page = context.new_page()
+    try:
+        page.goto(demo.url, wait_until="load")
+        page.wait_for_function("() => document.querySelectorAll('.vnca-live-ready').length == 2")
+        digit = np.zeros((32, 32), np.float32)
+        digit[8:24, 15] = 1  # a one, tapped with a finger
+        _draw(page, digit, pointer="touch")
+        np.testing.assert_array_equal(np.array(page.evaluate("() => document.getElementById('nd').vnca.pad()"))
+                                      .reshape(32, 32), digit)
+        assert page.evaluate("() => document.documentElement.scrollWidth") <= 390
+        # the keyboard: the pen starts at cell (15, 15); right twice, then space inks (15, 17)
+        page.click("#nd button:has-text('Clear')")
+        page.focus("#nd canvas.vnca-live-pad")
+        for key in ("ArrowRight", "ArrowRight", "Space"):
+            page.keyboard.press(key)
+        pad = np.array(page.evaluate("() => document.getElementById('nd').vnca.pad()")).reshape(32, 32)
+        assert pad.sum() == 1 and pad[15, 17] == 1
+    finally:
+        context.close()
+
+
+@pytest.mark.slow
+def test_a_demo_out_of_view_stops_stepping(demo):
+    v = "document.getElementById('nd').vnca"
+    demo.evaluate("() => window.scrollTo(0, 0)")
+    demo.evaluate(f"() => {v}.play()")
+    demo.wait_for_function(f"() => {v}.visible()")
+    start = demo.evaluate(f"() => {v}.steps()")
+    demo.wait_for_function(f"() => {v}.steps() > {start} + 3")
+    demo.evaluate("() => window.scrollTo(0, document.body.scrollHeight)")
+    demo.wait_for_function(f"() => !{v}.visible()")
+    demo.wait_for_timeout(200)  # a frame in flight may still step
+    held = demo.evaluate(f"() => {v}.steps()")
+    demo.wait_for_timeout(1500)
+    assert demo.evaluate(f"() => {v}.steps()") == held
+    demo.evaluate("() => window.scrollTo(0, 0)")
+    demo.wait_for_function(f"() => {v}.steps() > {held}")

@@ -495,7 +495,7 @@ def main(argv=None) -> int:
         return report(args.command, err)
 
 
-# ---- book/live.md, code cell 6 ----
+# ---- book/live.md, code cell 8 ----
 from pathlib import Path
 
 from vnca.arguments import add_shared, whole
@@ -516,7 +516,7 @@ def add_export_web_command(commands) -> None:
     command.add_argument("--out", type=Path, required=True)
     command.add_argument(
         "--examples",
-        type=whole(1, MAX_EXAMPLES, "each adds 4 KB to the page's download"),
+        type=whole(1, MAX_EXAMPLES, "each adds 1 KB to the page's download"),
         default=8,
         help=f"test digits to include (default 8, at most {MAX_EXAMPLES})",
     )

@@ -5,7 +5,8 @@
 # ---- book/live.md, code cell 2 ----
 """The book's decoders for a web page: `export_for_browser` writes a shipped
 model's update rule, some test digits and their encodings into one file
-that `_static/vnca-live.js` loads, verifies and runs."""
+that `_static/vnca-live.js` loads, verifies and runs; a non-doubling
+model's file also holds its encoder, for the page's drawing pad."""
 
 import hashlib
 import json
@@ -21,11 +22,17 @@ from vnca.doubling import DoublingDecoder
 from vnca.files import atomic_write
 from vnca.nondoubling import NonDoublingDecoder
 
-# then the SHA-256 of the rest, the header's length (uint32), header, values
-MAGIC = b"VNCAWEB2"
+# then the SHA-256 of the rest, the header's length (uint32), header, the
+# float32 values, then the bytes of the tensors stored in fewer bits
+MAGIC = b"VNCAWEB3"
 START = len(MAGIC) + 32 + 4  # where the header starts
-# test digits in a file: each adds 4 KB to what a page downloads
+# test digits in a file: each adds 1 KB to what a page downloads
 MAX_EXAMPLES = 100
+# bits per weight of the encoder's five convolutions and its linear layer:
+# 8 bits for all would be 1.1 MB, more than the page's whole budget; the two
+# widest layers in fewer keep every mean within 0.07 of float32's (measured
+# in the chapter)
+ENCODER_BITS = (8, 8, 8, 6, 5, 8)
 
 
 class BrowserFileError(ValueError):
@@ -49,7 +56,45 @@ def rule_tensors(rule) -> dict[str, np.ndarray]:
     return {k: np.asarray(v, np.float32) for k, v in tensors.items()}
 
 
+def encoder_tensors(encoder) -> dict[str, np.ndarray]:
+    """q(z|x)'s tensors by name, every weight with its output channels
+    last (the linear layer's transposed), as the page reads them."""
+    tensors = {}
+    for i, conv in enumerate(encoder.convs):
+        tensors[f"conv.{i}.weight"] = conv.weight  # (5, 5, c_in, c_out)
+        tensors[f"conv.{i}.bias"] = conv.bias
+    tensors["linear.weight"] = encoder.linear.weight.T  # (2 * 2 * c, 2 z)
+    tensors["linear.bias"] = encoder.linear.bias
+    return {k: np.asarray(v, np.float32) for k, v in tensors.items()}
+
+
 # ---- book/live.md, code cell 3 ----
+def quantise(w: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """(q, scale): w's integers (|q| <= 2^(bits-1) - 1) and one scale per
+    output channel (the last axis), so that w ~ scale * q."""
+    bound = 2 ** (bits - 1) - 1
+    largest = np.abs(w).reshape(-1, w.shape[-1]).max(axis=0)
+    scale = (np.where(largest > 0, largest, 1) / bound).astype(np.float32)
+    q = np.clip(np.round(w / scale), -bound, bound).astype(np.int64)
+    return q, scale
+
+
+def pack(q: np.ndarray, bits: int) -> bytes:
+    """Integers |q| < 2^(bits-1) as `bits`-bit fields, offset to unsigned,
+    the first in the lowest bits of the first byte."""
+    offset = q.ravel() + 2 ** (bits - 1) - 1
+    fields = (offset[:, None] >> np.arange(bits)) & 1  # little-endian
+    return np.packbits(fields.astype(np.uint8).ravel(), bitorder="little")
+
+
+def unpack(raw: np.ndarray, bits: int, count: int) -> np.ndarray:
+    """`pack`'s integers back from its bytes."""
+    fields = np.unpackbits(raw, bitorder="little")[: count * bits]
+    fields = fields.reshape(count, bits).astype(np.int64)
+    return (fields << np.arange(bits)).sum(axis=1) - (2 ** (bits - 1) - 1)
+
+
+# ---- book/live.md, code cell 5 ----
 def decoder_facts(decoder) -> dict:
     """The decoder's shape, as the page reads it."""
     if not isinstance(decoder, (DoublingDecoder, NonDoublingDecoder)):
@@ -85,7 +130,9 @@ def export_for_browser(
     name: str, path: str | Path, *, examples: int = 8, data=None, seed: int = 0
 ) -> dict:
     """Write shipped model `name`'s decoder, `examples` test digits and the
-    means of their encodings into `path`; return the header."""
+    means of their encodings into `path`, with the encoder (in
+    ENCODER_BITS) for a non-doubling model, whose page encodes drawings;
+    return the header."""
     from vnca import pretrained  # written by the laptop chapter
 
     test = (data or load_binarized_mnist()).test
@@ -106,6 +153,12 @@ def export_for_browser(
     means, _ = jax.vmap(model.encoder)(images)
     tensors["examples.images"] = np.asarray(images, np.float32)
     tensors["examples.latents"] = np.asarray(means, np.float32)
+    stored = {"examples.images": "u8"}  # 0 and 1: a byte each, exactly
+    if facts["kind"] == "nondoubling":
+        weights = [k for k in encoder_tensors(model.encoder) if "weight" in k]
+        for key, t in encoder_tensors(model.encoder).items():
+            tensors[f"encoder.{key}"] = t
+        stored |= {f"encoder.{k}": b for k, b in zip(weights, ENCODER_BITS)}
     return write_browser_file(
         path,
         tensors,
@@ -114,48 +167,72 @@ def export_for_browser(
             "decoder": facts,
             "examples": {"test_rows": rows.tolist()},
         },
+        stored,
     )
 
 
-# ---- book/live.md, code cell 4 ----
+# ---- book/live.md, code cell 6 ----
 def write_browser_file(
-    path, tensors: dict[str, np.ndarray], facts: dict
+    path,
+    tensors: dict[str, np.ndarray],
+    facts: dict,
+    stored: dict[str, int | str] | None = None,
 ) -> dict:
-    """Write `tensors` (float32) with a header made of `facts` and their
-    table; return the header."""
-    values = np.concatenate(
-        [t.astype("<f4").ravel() for t in tensors.values()]
-    )
-    table, offset = {}, 0
+    """Write `tensors` with a header made of `facts` and their table;
+    return the header. `stored` names tensors kept as integers: a number
+    of bits (see `quantise`), or "u8" for values that are bytes already."""
+    stored = stored or {}
+    floats, codes, table = [], [], {}
     for key, t in tensors.items():
-        table[key] = {"shape": list(t.shape), "offset": offset}
-        offset += t.size
-    if not np.isfinite(values).all():
-        raise BrowserFileError(
-            f"{path}: not written: some values are NaN or infinite"
-        )
+        if not np.isfinite(t).all():
+            raise BrowserFileError(
+                f"{path}: not written: {key} holds NaN or infinite values"
+            )
+        entry, n = {"shape": list(t.shape)}, sum(len(f) for f in floats)
+        if key not in stored:
+            entry["offset"] = n
+            floats.append(t.astype("<f4").ravel())
+        elif stored[key] == "u8":
+            if not np.array_equal(t, t.astype(np.uint8)):
+                raise BrowserFileError(
+                    f"{key}: not bytes: store it as float32"
+                )
+            entry |= {"bits": "u8", "byte": sum(len(c) for c in codes)}
+            codes.append(t.astype(np.uint8).ravel())
+        else:
+            q, scale = quantise(t, stored[key])
+            entry |= {"bits": stored[key], "scale": n}
+            entry["byte"] = sum(len(c) for c in codes)
+            floats.append(scale)
+            codes.append(pack(q, stored[key]))
+        table[key] = entry
+    values = np.concatenate(floats).astype("<f4")
+    raw = np.concatenate(codes) if codes else np.zeros(0, np.uint8)
     header = {
         **facts,
-        "format": 2,
+        "format": 3,
         "tensors": table,
         "values": int(values.size),
+        "bytes": int(raw.size),
     }
     text = json.dumps(header, separators=(",", ":"), allow_nan=False)
     text = text.encode()
     text += b" " * (-len(text) % 4)  # the values start 4-byte aligned
     body = struct.pack("<I", len(text)) + text + values.tobytes()
+    body += raw.tobytes()
     atomic_write(path, MAGIC + hashlib.sha256(body).digest() + body)
     return header
 
 
 def read_browser_file(path) -> tuple[dict, dict[str, np.ndarray]]:
-    """The header and tensors of a file for the page, verified: the
-    checksum of header and values, the table, and finite values."""
+    """The header and tensors (float32, integers decoded as the page
+    decodes them) of a file for the page, verified: the checksum of header
+    and values, the table, and finite values."""
     raw = Path(path).read_bytes()
-    if raw[:8] == b"VNCAWEB1":
+    if raw[:8] in (b"VNCAWEB1", b"VNCAWEB2"):
         raise BrowserFileError(
-            f"{path}: an older format, whose header was not under its "
-            "checksum; write it again with vnca export-web"
+            f"{path}: an older format (without the encoder the drawing pad "
+            "runs); write it again with vnca export-web"
         )
     if raw[:8] != MAGIC or len(raw) < START:
         raise BrowserFileError(f"{path}: not a vnca file for the browser")
@@ -167,18 +244,15 @@ def read_browser_file(path) -> tuple[dict, dict[str, np.ndarray]]:
     (length,) = struct.unpack("<I", raw[40:START])
     try:
         header = json.loads(raw[START : START + length])
-        values = np.frombuffer(raw[START + length :], "<f4")
-        tensors = {}
-        for key, entry in header["tensors"].items():
-            shape = [int(n) for n in entry["shape"]]
-            start, size = int(entry["offset"]), int(np.prod(shape))
-            if min(shape, default=1) < 0 or not (
-                0 <= start <= start + size <= values.size
-            ):
-                raise ValueError(f"tensor {key!r} lies outside the values")
-            tensors[key] = values[start : start + size].reshape(shape)
-        if header["values"] != values.size:
-            raise ValueError("the header's count of values is wrong")
+        end = START + length + 4 * header["values"]
+        values = np.frombuffer(raw[START + length : end], "<f4")
+        codes = np.frombuffer(raw[end:], np.uint8)
+        if values.size != header["values"] or codes.size != header["bytes"]:
+            raise ValueError("the header's count of values or bytes is wrong")
+        tensors = {
+            key: decoded(entry, values, codes)
+            for key, entry in header["tensors"].items()
+        }
     except (ValueError, TypeError, KeyError, AttributeError) as err:
         raise BrowserFileError(
             f"{path}: its checksum holds, but its header does not describe "
@@ -187,3 +261,28 @@ def read_browser_file(path) -> tuple[dict, dict[str, np.ndarray]]:
     if not np.isfinite(values).all():
         raise BrowserFileError(f"{path}: some values are NaN or infinite")
     return header, tensors
+
+
+def decoded(entry: dict, values: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """One tensor of a file, as float32, from its entry in the table."""
+    shape = [int(n) for n in entry["shape"]]
+    size = int(np.prod(shape))
+    if min(shape, default=1) < 0:
+        raise ValueError("a negative shape")
+    bits = entry.get("bits")
+    if bits is None:
+        start = int(entry["offset"])
+        if not 0 <= start <= start + size <= values.size:
+            raise ValueError("a tensor lies outside the values")
+        return values[start : start + size].reshape(shape)
+    start = int(entry["byte"])
+    length = size if bits == "u8" else -(-size * int(bits) // 8)
+    if not 0 <= start <= start + length <= codes.size:
+        raise ValueError("a tensor lies outside the bytes")
+    if bits == "u8":
+        return codes[start : start + size].astype(np.float32).reshape(shape)
+    scale = values[int(entry["scale"]) : int(entry["scale"]) + shape[-1]]
+    if scale.size != shape[-1]:
+        raise ValueError("a tensor's scales lie outside the values")
+    q = unpack(codes[start : start + length], int(bits), size)
+    return (q.reshape(shape) * scale).astype(np.float32)
