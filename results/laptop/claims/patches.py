@@ -167,9 +167,24 @@ def apply(a, steps: int):
             else:
                 from vnca import pretrained
                 model = pretrained.load(a.warm)
-            leaves = jax.tree.leaves(model)
-            if [x.shape for x in leaves] != [x.shape for x in jax.tree.leaves(state.model)]:
+            leaves, fresh = jax.tree.leaves(model), jax.tree.leaves(state.model)
+            if getattr(a, "widen", False):  # runs before this flag have no such field
+                leaves = [widened(old, new) for old, new in zip(leaves, fresh, strict=True)]
+            if [x.shape for x in leaves] != [x.shape for x in fresh]:
                 raise ValueError(f"--warm {a.warm}: other shapes than this model's")
             return eqx.tree_at(lambda s: s.model, state,
                                jax.tree.unflatten(jax.tree.structure(state.model), leaves))
         train.init_state = init_state
+
+
+def widened(old: jax.Array, new: jax.Array) -> jax.Array:
+    """`old` written into the leading corner of the freshly initialised `new` (every axis at
+    least as long): a wider rule that computes what the narrow one did. The new hidden units
+    get the fresh perception weights, so they are active and learn, and the output layer's new
+    rows are its fresh zeros, so they add nothing until training moves them (Net2Net's idea,
+    Chen et al. 2016, with zero outgoing weights instead of copies)."""
+    if old.shape == new.shape:
+        return old
+    if old.ndim != new.ndim or any(o > n for o, n in zip(old.shape, new.shape)):
+        raise ValueError(f"cannot widen {old.shape} into {new.shape}")
+    return new.at[tuple(slice(0, o) for o in old.shape)].set(old)

@@ -15,7 +15,9 @@ does not have yet is patched in here, and moves into the chapters once a run jus
 - --clip-hidden C: every NCA step clips the hidden channels to +-C (the model changes: at test too);
 - --pool-noise S: Gaussian noise of std S on every state taken from the pool;
 - --leak L: every NCA step s + m * f(s) - L * s, at training and at test;
-- --worst-out: the batch's worst pool row is replaced by the seed row's grown state.
+- --worst-out: the batch's worst pool row is replaced by the seed row's grown state;
+- --widen: with --warm and a larger --hidden, the warm rule's weights fill the leading corner of
+  the wider one and its new units start with zero output weights (the same function at step 0).
 
     python run.py nondoubling --out runs/x --steps 4000 --warm nondoubling-laptop --pool-fresh 1
 """
@@ -76,6 +78,9 @@ p.add_argument("--worst-out", action="store_true",
                help="each step, the batch's worst pool row (lowest log p) is replaced by the seed "
                     "row's grown state (Growing NCA's pool); with --seed-write, entries live on "
                     "while they stay good")
+p.add_argument("--widen", action="store_true",
+               help="with --warm and a larger --hidden: the warm weights fill the wider rule's "
+                    "leading corner; the new hidden units' output weights start at zero")
 p.add_argument("--batch", type=int)
 p.add_argument("--resume", action="store_true")
 p.add_argument("--set", nargs="*", default=[], help="TrainConfig field=value (int/float/str)")
