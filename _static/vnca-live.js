@@ -516,11 +516,12 @@
         cursor = { x: Math.min(side - 1, Math.max(0, cursor.x + dx)),
                    y: Math.min(side - 1, Math.max(0, cursor.y + dy)) };
       } else if (event.key === " " || event.key === "Enter") {
-        if (!inside(cursor.x, cursor.y)) return;
-        undo.push(ink.slice());
-        const k = cursor.y * side + cursor.x;
-        ink[k] = 1 - ink[k];
-        onChange(ink);
+        if (inside(cursor.x, cursor.y)) {  // the rim stays blank
+          undo.push(ink.slice());
+          const k = cursor.y * side + cursor.x;
+          ink[k] = 1 - ink[k];
+          onChange(ink);
+        }
       } else {
         return;
       }

@@ -359,6 +359,14 @@ def test_the_non_doubling_file_holds_its_encoder_in_few_bits(files):
     assert "encoder.linear.weight" not in read_browser_file(files / "doubling-laptop.vncaweb")[1]
 
 
+def test_the_live_page_weighs_under_a_megabyte(tmp_path, data_dir):
+    """The chapter's page: both models' files as the book writes them (8 examples), the script, the styles."""
+    weight = sum(export_for_browser(name, tmp_path / name, examples=8) and (tmp_path / name).stat().st_size
+                 for name in ("nondoubling-laptop", "doubling-laptop"))
+    weight += SCRIPT.stat().st_size + (ROOT / "_static" / "vnca.css").stat().st_size
+    assert weight < 1_000_000, weight
+
+
 def _encoder_from_file(model, tensors):
     """`model`'s encoder with the weights a page reads from its file."""
     import equinox as eqx
