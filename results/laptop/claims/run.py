@@ -16,6 +16,8 @@ does not have yet is patched in here, and moves into the chapters once a run jus
 - --pool-noise S: Gaussian noise of std S on every state taken from the pool;
 - --leak L: every NCA step s + m * f(s) - L * s, at training and at test;
 - --worst-out: the batch's worst pool row is replaced by the seed row's grown state;
+- --contract W: the loss adds W (relu(g - 1))^2, g the growth of a small random difference of each
+  row's final grid over --contract-steps more steps;
 - --widen: with --warm and a larger --hidden, the warm rule's weights fill the leading corner of
   the wider one and its new units start with zero output weights (the same function at step 0).
 
@@ -78,6 +80,10 @@ p.add_argument("--worst-out", action="store_true",
                help="each step, the batch's worst pool row (lowest log p) is replaced by the seed "
                     "row's grown state (Growing NCA's pool); with --seed-write, entries live on "
                     "while they stay good")
+p.add_argument("--contract", type=float,
+               help="subtract this times (relu(g - 1))^2 from each row's ELBO, g the growth of a small "
+                    "random difference of its final grid over --contract-steps more steps")
+p.add_argument("--contract-steps", type=int, default=32)
 p.add_argument("--widen", action="store_true",
                help="with --warm and a larger --hidden: the warm weights fill the wider rule's "
                     "leading corner; the new hidden units' output weights start at zero")
