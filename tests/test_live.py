@@ -45,8 +45,8 @@ def test_the_file_holds_the_rule_and_the_examples_exactly(files):
     doubling, _ = read_browser_file(files / "doubling-laptop.vncaweb")
     blocks = pretrained.load("doubling-laptop").decoder.config.residual_blocks  # the paper's 4
     assert doubling["decoder"]["kind"] == "doubling" and doubling["decoder"]["residual_blocks"] == blocks
-    # small enough for a page: 18,752 numbers of the rule and 8 examples, 108 KiB (the one-block rule's
-    # file was under 100,000 bytes); the live page's files together stay under 1 MB (issue 35)
+    # small enough for a page: 18,752 numbers of the rule in float32 and the examples a byte a pixel, about
+    # 80 KiB; the live page's files together stay under 1 MB (issue 35, the test below)
     assert (files / "doubling-laptop.vncaweb").stat().st_size < 128 * 1024
 
 
