@@ -398,6 +398,13 @@
            Math.cos(2 * Math.PI * Math.random());
   }
 
+  // Where a pointer event falls on a side x side canvas, in cells.
+  function cellAt(canvas, event, side) {
+    const box = canvas.getBoundingClientRect();
+    return { x: ((event.clientX - box.left) / box.width) * side,
+             y: ((event.clientY - box.top) / box.height) * side };
+  }
+
   // A 0/1 image's log p under each grid, over the steps: a line, with the
   // steps where the reader damaged the grid marked.
   function chart(canvas, history, marks) {
@@ -476,11 +483,7 @@
         }
       }
     };
-    const at = (event) => {
-      const box = canvas.getBoundingClientRect();
-      return { x: ((event.clientX - box.left) / box.width) * side,
-               y: ((event.clientY - box.top) / box.height) * side };
-    };
+    const at = (event) => cellAt(canvas, event, side);
     canvas.addEventListener("pointerdown", (event) => {
       event.preventDefault();
       canvas.setPointerCapture(event.pointerId);
@@ -692,9 +695,7 @@
       counter);
     let dragging = false;
     const hurt = (event) => {
-      const box = canvas.getBoundingClientRect();
-      const x = ((event.clientX - box.left) / box.width) * side;
-      const y = ((event.clientY - box.top) / box.height) * side;
+      const { x, y } = cellAt(canvas, event, side);
       decoder.damage(grid.state, side, Math.floor(x), Math.floor(y), brush);
       record();
       draw();
@@ -733,22 +734,21 @@
         visible = entries[entries.length - 1].isIntersecting;
       }).observe(root);
     }
+    const advance = () => {  // one NCA step of the grid, scored
+      decoder.step(grid.state, side, probability);
+      steps += 1;
+      record();
+    };
     let last = 0;
     const tick = (now) => {
       if (playing && visible) {
         if (speed === FASTEST) {  // steps until most of a frame is spent
           const start = performance.now();
-          do {
-            decoder.step(grid.state, side, probability);
-            steps += 1;
-            record();
-          } while (performance.now() - start < 12);
+          do advance(); while (performance.now() - start < 12);
           draw();
         } else if (now - last >= 1000 / speed) {
-          decoder.step(grid.state, side, probability);
-          steps += 1;
+          advance();
           last = now;
-          record();
           draw();
         }
         growSamples();
@@ -764,11 +764,11 @@
     // for scripts (and the book's tests): the running state
     root.vnca = { decoder, grid: () => grid, steps: () => steps,
                   pause: () => { if (playing) play.click(); },
-                  play: () => { if (!playing) play.click(); }, reset, logp, history: () => history, visible: () => visible,
+                  play: () => { if (!playing) play.click(); }, reset, logp,
+                  history: () => history, visible: () => visible,
                   image: () => image, encoded: () => encoded,
                   samples: () => samples, pad: pad && (() => Array.from(pad.ink)),
-                  damageSquare, step: () => { decoder.step(grid.state, side, probability);
-                                              steps += 1; record(); draw(); } };
+                  damageSquare, step: () => { advance(); draw(); } };
     showTarget("the test digit encoded");
     reset();
     requestAnimationFrame(tick);
