@@ -198,3 +198,23 @@ def test_the_training_tool_does_not_ship_a_shipped_model_again(copied):
     assert not shipped("new-laptop", record, training, folder=copied)
     (copied / "manifest.json").unlink()
     assert not shipped("doubling-laptop", record, training, folder=copied)
+
+
+@pytest.mark.parametrize("choice", ["baseline", "doubling", "nondoubling", "nopool", "nodamage"])
+def test_the_training_tool_trains_each_model_as_it_was_shipped(choice, monkeypatch, tmp_path):
+    """`tools/laptop_models.py CHOICE` runs `vnca train` with the configuration the shipped run
+    recorded (results/laptop/NAME/config.json; a field added after the run counts at its default):
+    the laptop profile's defaults moved since (one step a call), the shipped runs did not."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    import laptop_models
+    from vnca import cli
+
+    seen = []
+    monkeypatch.setattr(cli, "fit", lambda config, out, **kwargs: seen.append(config.to_json()))
+    cli.main(["train", "--model", laptop_models.model_of(choice), "--profile", "laptop",
+              "--out", str(tmp_path / "run"), "--no-progress", *laptop_models.TRAIN_ARGS.get(choice, [])])
+    name = laptop_models.name_of(choice)
+    shipped = json.loads((ROOT / "results" / "laptop" / name / "config.json").read_text())
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)
+                if f.default is not dataclasses.MISSING}
+    assert seen and seen[0] == {**{k: v for k, v in defaults.items() if k in seen[0]}, **shipped}
