@@ -213,4 +213,9 @@ def widened(old: jax.Array, new: jax.Array) -> jax.Array:
         return old
     if old.ndim != new.ndim or any(o > n for o, n in zip(old.shape, new.shape)):
         raise ValueError(f"cannot widen {old.shape} into {new.shape}")
-    return new.at[tuple(slice(0, o) for o in old.shape)].set(old)
+    grown = new.at[tuple(slice(0, o) for o in old.shape)].set(old)
+    if old.ndim == 2 and all(o < n for o, n in zip(old.shape, new.shape)):
+        # a hidden-to-hidden layer (the doubling rule's residual blocks, weights (in, out)): the
+        # new units must not feed the old ones, or the old units compute something else
+        grown = grown.at[old.shape[0]:, : old.shape[1]].set(0)
+    return grown
