@@ -182,6 +182,29 @@ def apply(a, steps: int):
                     final, target)
         vnca.pool.pooled_elbo = pooled_elbo
 
+    if getattr(a, "extend", None):  # runs before this flag have no such field
+        from vnca.nca import run
+        from vnca.vae import Terms, bernoulli_log_likelihood
+        inner, more = vnca.pool.pooled_elbo, a.extend
+
+        def pooled_elbo(model, x, stored_target, stored_state, from_pool, damaged, key,
+                        damage_key, steps):
+            """Each row's grid grown `more` steps past its T, the gradient through all of
+            them, and its log-likelihood the mean of the two, at T and at T + `more`: the
+            rule is trained on what its own steps do to the digit over a horizon three times
+            training's T (entries 22, 28: the digit is lost to a drift over hundreds to
+            thousands of steps, which T = 56..80 does not see). The longer-grown grid goes
+            back to the pool, so entries age T + `more` steps a visit."""
+            terms, final, target = inner(model, x, stored_target, stored_state, from_pool,
+                                         damaged, key, damage_key, steps)
+            decoder = model.decoder
+            later = run(decoder.rule, final, more, key=jax.random.fold_in(key, 41),
+                        update_probability=decoder.config.update_probability,
+                        remat=decoder.config.remat)
+            ll = (terms.log_likelihood + bernoulli_log_likelihood(later[..., 0], target)) / 2
+            return Terms(ll - terms.kl, ll, terms.kl), later, target
+        vnca.pool.pooled_elbo = pooled_elbo
+
     if a.warm:
         from vnca.runs import CHECKPOINT, load_run
         plain_init = train.init_state  # what `fit` starts a new run with

@@ -18,6 +18,8 @@ does not have yet is patched in here, and moves into the chapters once a run jus
 - --worst-out: the batch's worst pool row is replaced by the seed row's grown state;
 - --contract W: the loss adds W (relu(g - 1))^2, g the growth of a small random difference of each
   row's final grid over --contract-steps more steps;
+- --extend L: each row's grid grown L steps past its T, the gradient through them; its
+  log-likelihood the mean of the one at T and at T + L; the later grid goes back to the pool;
 - --widen: with --warm and a larger --hidden, the warm rule's weights fill the leading corner of
   the wider one and its new units start with zero output weights (the same function at step 0).
 
@@ -84,6 +86,9 @@ p.add_argument("--contract", type=float,
                help="subtract this times (relu(g - 1))^2 from each row's ELBO, g the growth of a small "
                     "random difference of its final grid over --contract-steps more steps")
 p.add_argument("--contract-steps", type=int, default=32)
+p.add_argument("--extend", type=int,
+               help="grow each row's grid this many steps past its T, the gradient through them, "
+                    "its log-likelihood the mean of the two; the later grid goes back to the pool")
 p.add_argument("--widen", action="store_true",
                help="with --warm and a larger --hidden: the warm weights fill the wider rule's "
                     "leading corner; the new hidden units' output weights start at zero")
