@@ -191,8 +191,8 @@ def apply(a, steps: int):
                         damage_key, steps):
             """Each row's grid grown `more` steps past its T, the gradient through all of
             them, and its log-likelihood the mean of the two, at T and at T + `more`: the
-            rule is trained on what its own steps do to the digit over a horizon three times
-            training's T (entries 22, 28: the digit is lost to a drift over hundreds to
+            rule is trained on what its own steps do to the digit over a horizon of 3 to 9
+            times training's T at `more` = 128 to 512 (entries 22, 28: the digit is lost to a drift over hundreds to
             thousands of steps, which T = 56..80 does not see). The longer-grown grid goes
             back to the pool, so entries age T + `more` steps a visit."""
             terms, final, target = inner(model, x, stored_target, stored_state, from_pool,
